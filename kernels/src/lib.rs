@@ -1,0 +1,13 @@
+//! wattle's CPU kernels.
+//!
+//! Every kernel has one scalar reference (the truth) and SIMD bodies per instruction set
+//! (`arch/`), chosen at run time ([`isa`]). This crate has no GPU dependencies.
+#![deny(missing_docs)]
+
+pub mod dtype;
+pub mod isa;
+pub mod matmul;
+pub mod pool;
+
+pub use dtype::{DType, ParseDTypeError};
+pub use isa::{Isa, IsaError};

@@ -1,0 +1,35 @@
+//! # wattle
+//!
+//! Compute kernels for on-device LLM inference: quantized matmul, attention and KV-cache
+//! compression on the CPU (hand-written SIMD) and on every GPU wgpu reaches (hand-written WGSL).
+//!
+//! ```no_run
+//! use wattle::{Runtime, Tensor};
+//! # fn main() -> Result<(), wattle::Error> {
+//! let rt = Runtime::new()?;
+//! let w = Tensor::from_f32(&vec![0.5; 64 * 32], &[64, 32])?;
+//! let x = Tensor::from_f32(&vec![1.0; 2 * 32], &[2, 32])?;
+//! let y = rt.matmul(&x, &w)?; // [2, 64]
+//! assert_eq!(y.to_f32_vec()?[0], 16.0);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod backend;
+mod device;
+mod error;
+mod host;
+mod runtime;
+mod tensor;
+
+pub use device::{Device, DeviceFeatures, DeviceInfo, DeviceKind, DeviceLimits, GpuApi};
+pub use error::{Error, Result};
+pub use runtime::Runtime;
+pub use tensor::Tensor;
+pub use wattle_kernels::{DType, Isa};
+
+/// Internals exposed for wattle's own tests, benchmarks and tools. Not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::backend::gpu::shader_sources;
+}

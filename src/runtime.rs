@@ -1,0 +1,170 @@
+//! The Runtime: the set of devices and the op entry points.
+
+use crate::backend::{cpu, gpu};
+use crate::device::{Backend, Device, GpuApi};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use crate::DType;
+use std::sync::Arc;
+
+struct Inner {
+    devices: Vec<Device>,
+}
+
+/// Entry point of wattle: owns the devices and runs ops. `Clone + Send + Sync`.
+#[derive(Clone)]
+pub struct Runtime(Arc<Inner>);
+
+const ALL_APIS: [GpuApi; 5] = [
+    GpuApi::Vulkan,
+    GpuApi::Metal,
+    GpuApi::Dx12,
+    GpuApi::Gl,
+    GpuApi::BrowserWebGpu,
+];
+
+impl Runtime {
+    /// The CPU and every GPU adapter wgpu finds, restricted by `WATTLE_BACKENDS` when set
+    /// (e.g. `cpu,vulkan`; names: `cpu`, `vulkan`, `metal`, `dx12`, `gl`, `webgpu`, `gpu`, `all`).
+    /// The CPU is always present: it is the host.
+    pub fn new() -> Result<Runtime> {
+        Runtime::with_backends(
+            std::env::var("WATTLE_BACKENDS")
+                .ok()
+                .as_deref()
+                .unwrap_or("all"),
+        )
+    }
+
+    /// Like [`Runtime::new`] with an explicit backend list instead of `WATTLE_BACKENDS`.
+    pub fn with_backends(spec: &str) -> Result<Runtime> {
+        wattle_kernels::isa::selected()?;
+        let apis = parse_backends(spec)?;
+        let mut devices = vec![cpu::device()];
+        devices.extend(gpu::enumerate(&apis)?);
+        Ok(Runtime(Arc::new(Inner { devices })))
+    }
+
+    /// Every device, the CPU first.
+    pub fn devices(&self) -> Vec<Device> {
+        self.0.devices.clone()
+    }
+
+    /// The host CPU.
+    pub fn cpu(&self) -> Device {
+        self.0.devices[0].clone()
+    }
+
+    /// Every GPU device, in discovery order.
+    pub fn gpus(&self) -> Vec<Device> {
+        self.0
+            .devices
+            .iter()
+            .filter(|d| !d.is_cpu())
+            .cloned()
+            .collect()
+    }
+
+    /// `y = x · wᵀ`: `x` `[m, k]` F32 or F16, `w` `[n, k]` -> `y` `[m, n]` F32, on the device
+    /// holding both.
+    pub fn matmul(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let (m, n, k) = check_matmul(x, w)?;
+        match x.device().backend() {
+            Backend::Cpu(c) => c.matmul(x, w, m, n, k),
+            Backend::Gpu(g) => g.matmul(x, w, m, n, k),
+        }
+    }
+}
+
+/// Validates a matmul's operands; returns `(m, n, k)`.
+fn check_matmul(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
+    if x.device() != w.device() {
+        return Err(Error::DeviceMismatch(
+            x.device().to_string(),
+            w.device().to_string(),
+        ));
+    }
+    let (&[m, k], &[n, kw]) = (x.shape(), w.shape()) else {
+        return Err(Error::ShapeMismatch {
+            op: "matmul",
+            detail: format!(
+                "x must be [m, k] and w [n, k]; got {:?} and {:?}",
+                x.shape(),
+                w.shape()
+            ),
+        });
+    };
+    if k != kw {
+        return Err(Error::ShapeMismatch {
+            op: "matmul",
+            detail: format!("x is [{m}, {k}] but w is [{n}, {kw}]"),
+        });
+    }
+    if !matches!(x.dtype(), DType::F32 | DType::F16) {
+        return Err(Error::UnsupportedDType {
+            op: "matmul (x)",
+            dtype: x.dtype(),
+        });
+    }
+    if !matches!(w.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+        return Err(Error::UnsupportedDType {
+            op: "matmul",
+            dtype: w.dtype(),
+        });
+    }
+    Ok((m, n, k))
+}
+
+fn parse_backends(spec: &str) -> Result<Vec<GpuApi>> {
+    let mut apis = Vec::new();
+    for name in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let name = name.to_ascii_lowercase();
+        match name.as_str() {
+            "cpu" => {}
+            "all" | "gpu" => apis.extend(ALL_APIS),
+            _ => match ALL_APIS.iter().find(|a| a.name() == name) {
+                Some(a) => apis.push(*a),
+                None => {
+                    return Err(Error::InvalidArgument(format!(
+                        "WATTLE_BACKENDS: unknown backend `{name}` (expected cpu, vulkan, metal, dx12, gl, webgpu, gpu or all)"
+                    )))
+                }
+            },
+        }
+    }
+    apis.dedup();
+    Ok(apis)
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.devices.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::DeviceKind;
+
+    #[test]
+    fn backend_lists_parse() {
+        assert_eq!(parse_backends("cpu").unwrap(), vec![]);
+        assert_eq!(parse_backends("cpu, Vulkan").unwrap(), vec![GpuApi::Vulkan]);
+        assert_eq!(
+            parse_backends("gl,vulkan").unwrap(),
+            vec![GpuApi::Gl, GpuApi::Vulkan]
+        );
+        assert!(matches!(
+            parse_backends("cuda"),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn cpu_is_first() {
+        let rt = Runtime::with_backends("cpu").unwrap();
+        assert_eq!(rt.devices()[0].kind(), DeviceKind::Cpu);
+        assert_eq!(rt.cpu(), rt.devices()[0]);
+    }
+}

@@ -1,0 +1,297 @@
+//! Tensors: shape, dtype, device and storage.
+
+use crate::backend::gpu::GpuBuffer;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::host::HostBuffer;
+use crate::DType;
+use half::{bf16, f16};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+pub(crate) enum Storage {
+    Host(HostBuffer),
+    Gpu(GpuBuffer),
+}
+
+struct Inner {
+    shape: Vec<usize>,
+    dtype: DType,
+    device: Device,
+    storage: Storage,
+    /// Copies of this tensor on other devices, keyed by device id: a weight is uploaded once.
+    copies: Mutex<Vec<(u64, Tensor)>>,
+}
+
+/// An immutable n-dimensional array on one device. Cloning is cheap (shared storage).
+///
+/// Row-major, last dimension fastest; block formats store blocks along the last dimension.
+#[derive(Clone)]
+pub struct Tensor(Arc<Inner>);
+
+impl Tensor {
+    pub(crate) fn from_storage(
+        storage: Storage,
+        dtype: DType,
+        shape: &[usize],
+        device: Device,
+    ) -> Tensor {
+        Tensor(Arc::new(Inner {
+            shape: shape.to_vec(),
+            dtype,
+            device,
+            storage,
+            copies: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// A host tensor from f32 values (row-major).
+    pub fn from_f32(data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        check_len("from_f32", data.len(), shape)?;
+        Ok(Tensor::host(
+            HostBuffer::from_slice(data),
+            DType::F32,
+            shape,
+        ))
+    }
+
+    /// A host tensor from f16 values (row-major).
+    pub fn from_f16(data: &[f16], shape: &[usize]) -> Result<Tensor> {
+        check_len("from_f16", data.len(), shape)?;
+        Ok(Tensor::host(
+            HostBuffer::from_slice(data),
+            DType::F16,
+            shape,
+        ))
+    }
+
+    /// A host tensor from bf16 values (row-major).
+    pub fn from_bf16(data: &[bf16], shape: &[usize]) -> Result<Tensor> {
+        check_len("from_bf16", data.len(), shape)?;
+        Ok(Tensor::host(
+            HostBuffer::from_slice(data),
+            DType::BF16,
+            shape,
+        ))
+    }
+
+    /// A host tensor from raw storage bytes: little-endian floats, or ggml blocks along the last
+    /// dimension exactly as in a GGUF file.
+    pub fn from_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<Tensor> {
+        let need = storage_bytes(dtype, shape)?;
+        if bytes.len() != need {
+            return Err(Error::ShapeMismatch {
+                op: "from_bytes",
+                detail: format!("{dtype} {shape:?} needs {need} bytes, got {}", bytes.len()),
+            });
+        }
+        Ok(Tensor::host(HostBuffer::from_bytes(bytes), dtype, shape))
+    }
+
+    fn host(buf: HostBuffer, dtype: DType, shape: &[usize]) -> Tensor {
+        Tensor::from_storage(
+            Storage::Host(buf),
+            dtype,
+            shape,
+            crate::backend::cpu::device(),
+        )
+    }
+
+    /// The shape, outermost dimension first.
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    /// The storage format.
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+
+    /// The device holding the data.
+    pub fn device(&self) -> Device {
+        self.0.device.clone()
+    }
+
+    /// Number of elements.
+    pub fn elem_count(&self) -> usize {
+        self.0.shape.iter().product()
+    }
+
+    /// Bytes of storage (as in a GGUF file).
+    pub fn storage_bytes(&self) -> usize {
+        // The shape was validated when the tensor was made.
+        storage_bytes(self.0.dtype, &self.0.shape).unwrap_or(0)
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.0.storage
+    }
+
+    pub(crate) fn host_buffer(&self) -> Option<&HostBuffer> {
+        match &self.0.storage {
+            Storage::Host(b) => Some(b),
+            Storage::Gpu(_) => None,
+        }
+    }
+
+    /// Raw storage bytes, identical to GGUF tensor data (downloads from a GPU).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        match &self.0.storage {
+            Storage::Host(b) => Ok(b.bytes().to_vec()),
+            Storage::Gpu(g) => g.read_bytes(),
+        }
+    }
+
+    /// The values as f32 (converts, dequantizes, downloads).
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+        let bytes;
+        let buf = match &self.0.storage {
+            Storage::Host(b) => b,
+            Storage::Gpu(g) => {
+                bytes = HostBuffer::from_bytes(&g.read_bytes()?);
+                &bytes
+            }
+        };
+        match self.0.dtype {
+            DType::F32 => Ok(buf.typed::<f32>().to_vec()),
+            DType::F16 => Ok(buf.typed::<f16>().iter().map(|v| v.to_f32()).collect()),
+            DType::BF16 => Ok(buf.typed::<bf16>().iter().map(|v| v.to_f32()).collect()),
+            dtype => Err(Error::UnsupportedDType {
+                op: "to_f32_vec",
+                dtype,
+            }),
+        }
+    }
+
+    /// Converts to `dtype` (F32, F16, BF16 here; block formats follow ggml's quantizers).
+    pub fn quantize(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let v = self.to_f32_vec()?;
+        let t = match dtype {
+            DType::F32 => Tensor::from_f32(&v, self.shape())?,
+            DType::F16 => {
+                let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+                Tensor::from_f16(&h, self.shape())?
+            }
+            DType::BF16 => {
+                let h: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+                Tensor::from_bf16(&h, self.shape())?
+            }
+            dtype => {
+                return Err(Error::UnsupportedDType {
+                    op: "quantize",
+                    dtype,
+                })
+            }
+        };
+        if self.device().is_cpu() {
+            Ok(t)
+        } else {
+            t.to(&self.device())
+        }
+    }
+
+    /// A copy on `device` (self when already there). Copies of a host tensor are cached, so a
+    /// weight is uploaded once per device.
+    pub fn to(&self, device: &Device) -> Result<Tensor> {
+        if self.0.device == *device {
+            return Ok(self.clone());
+        }
+        let cached = |t: &Tensor| -> Option<Tensor> {
+            let copies = t.0.copies.lock().unwrap_or_else(|e| e.into_inner());
+            copies
+                .iter()
+                .find(|(id, _)| *id == device.id())
+                .map(|(_, t)| t.clone())
+        };
+        if let Some(t) = cached(self) {
+            return Ok(t);
+        }
+        let out = match (&self.0.storage, device.gpu()) {
+            (Storage::Host(b), Some(gpu)) => Tensor::from_storage(
+                Storage::Gpu(gpu.upload(b.bytes())?),
+                self.dtype(),
+                self.shape(),
+                device.clone(),
+            ),
+            (Storage::Gpu(g), None) => Tensor::from_storage(
+                Storage::Host(HostBuffer::from_bytes(&g.read_bytes()?)),
+                self.dtype(),
+                self.shape(),
+                device.clone(),
+            ),
+            (Storage::Gpu(_), Some(_)) => self.to(&crate::backend::cpu::device())?.to(device)?,
+            (Storage::Host(_), None) => Tensor::from_storage(
+                Storage::Host(
+                    self.host_buffer()
+                        .cloned()
+                        .unwrap_or_else(|| HostBuffer::zeroed(0)),
+                ),
+                self.dtype(),
+                self.shape(),
+                device.clone(),
+            ),
+        };
+        if self.0.device.is_cpu() {
+            let mut copies = self.0.copies.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, t)) = copies.iter().find(|(id, _)| *id == device.id()) {
+                return Ok(t.clone());
+            }
+            copies.push((device.id(), out.clone()));
+        }
+        Ok(out)
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Tensor({} {:?} on {})",
+            self.0.dtype, self.0.shape, self.0.device
+        )
+    }
+}
+
+fn check_len(op: &'static str, len: usize, shape: &[usize]) -> Result<()> {
+    let n = elem_count(op, shape)?;
+    if n != len {
+        return Err(Error::ShapeMismatch {
+            op,
+            detail: format!("shape {shape:?} has {n} elements, data has {len}"),
+        });
+    }
+    Ok(())
+}
+
+fn elem_count(op: &'static str, shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::ShapeMismatch {
+            op,
+            detail: format!("shape {shape:?} overflows usize"),
+        })
+}
+
+/// Bytes of a `dtype` tensor of `shape`, checking block alignment of the last dimension.
+pub(crate) fn storage_bytes(dtype: DType, shape: &[usize]) -> Result<usize> {
+    let n = elem_count("tensor", shape)?;
+    let last = shape.last().copied().unwrap_or(1);
+    let block = dtype.block_size();
+    if last % block != 0 {
+        return Err(Error::BadBlockAlignment {
+            dtype,
+            len: last,
+            block,
+        });
+    }
+    (n / block)
+        .checked_mul(dtype.block_bytes())
+        .ok_or_else(|| Error::ShapeMismatch {
+            op: "tensor",
+            detail: format!("{dtype} {shape:?} overflows usize bytes"),
+        })
+}
