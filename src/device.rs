@@ -157,6 +157,15 @@ impl Device {
         self.0.id
     }
 
+    /// Waits until all work submitted to the device has finished (a no-op on the CPU, whose
+    /// calls return when done). Use it to time GPU work.
+    pub fn synchronize(&self) -> crate::Result<()> {
+        match &self.0.backend {
+            Backend::Cpu(_) => Ok(()),
+            Backend::Gpu(g) => g.synchronize(),
+        }
+    }
+
     pub(crate) fn backend(&self) -> &Backend {
         &self.0.backend
     }

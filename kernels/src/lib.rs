@@ -8,6 +8,7 @@ pub mod dtype;
 pub mod isa;
 pub mod matmul;
 pub mod pool;
+pub mod probe;
 
 pub use dtype::{DType, ParseDTypeError};
 pub use isa::{Isa, IsaError};

@@ -29,6 +29,11 @@ impl GpuBackend {
         match self.never {}
     }
 
+    /// Waits for all submitted work.
+    pub fn synchronize(&self) -> Result<()> {
+        match self.never {}
+    }
+
     /// `y = x · wᵀ`.
     pub fn matmul(
         &self,
