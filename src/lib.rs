@@ -28,6 +28,10 @@ pub use runtime::Runtime;
 pub use tensor::Tensor;
 pub use wattle_kernels::{DType, Isa};
 
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Internals exposed for wattle's own tests, benchmarks and tools. Not a stable API.
 #[doc(hidden)]
 pub mod internals {
