@@ -4,6 +4,7 @@
 //! (`arch/`), chosen at run time ([`isa`]). This crate has no GPU dependencies.
 #![deny(missing_docs)]
 
+pub(crate) mod arch;
 pub mod dtype;
 pub mod isa;
 pub mod matmul;

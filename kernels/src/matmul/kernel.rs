@@ -1,0 +1,301 @@
+//! Generic kernel bodies for float matmul, written once over [`Simd`] and instantiated per ISA by
+//! the `#[target_feature]` wrappers in `crate::arch`.
+//!
+//! * [`matvec`]: `y[j] = x · w[j]` for a run of weight rows, four rows in flight, each weight
+//!   byte read once, f32 accumulators.
+//! * [`pack_x`] / [`pack_w`]: copy blocks of `x` and `w` into the panel layouts the micro-kernel
+//!   reads (`w` converted to f32 on the way, so one micro-kernel serves every weight dtype).
+//! * [`micro`]: the register-tiled `MR × NR` GEMM micro-kernel (broadcast `x`, vector `w`).
+
+use crate::arch::Simd;
+use half::{bf16, f16};
+
+/// A weight element that widens to f32.
+pub(crate) trait WElem: Copy + Send + Sync + 'static {
+    /// Loads `S::LANES` elements from `p` as f32.
+    ///
+    /// # Safety
+    /// As [`Simd`]'s methods: `p` valid for `S::LANES` elements, ISA features present.
+    unsafe fn load<S: Simd>(p: *const Self) -> S::V;
+    /// One element as f32.
+    fn to_f32(self) -> f32;
+}
+
+impl WElem for f32 {
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const f32) -> S::V {
+        S::load(p)
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl WElem for f16 {
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const f16) -> S::V {
+        // `f16` is `repr(transparent)` over its `u16` bits.
+        S::load_f16(p.cast())
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+
+impl WElem for bf16 {
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const bf16) -> S::V {
+        // `bf16` is `repr(transparent)` over its `u16` bits.
+        S::load_bf16(p.cast())
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f32::from_bits(u32::from(self.to_bits()) << 16)
+    }
+}
+
+/// The per-ISA entry points of the float matmul. Implemented by the detected-ISA tokens in
+/// `crate::arch` (holding a token proves the CPU has the features) and by [`crate::arch::Scalar`].
+pub(crate) trait MatmulKernels: Copy + Send + Sync {
+    /// Micro-tile rows (rows of `x` / `y`).
+    const MR: usize;
+    /// Micro-tile columns (rows of `w`, columns of `y`): a whole number of vectors.
+    const NR: usize;
+    /// Depth of a packed block (L1: one `KC × NR` panel of `w`).
+    const KC: usize;
+    /// Rows of `x` per packed block (L2: `MC × KC`).
+    const MC: usize;
+    /// Rows of `w` per packed block (L3: `NC × KC`).
+    const NC: usize;
+
+    /// `y[j] = Σ_p x[p] · w[j·k + p]` for `j < y.len()`.
+    ///
+    /// # Panics
+    /// When `x.len() < k` or `w.len() < y.len() · k`.
+    fn matvec<W: WElem>(self, x: &[f32], w: &[W], k: usize, y: &mut [f32]);
+
+    /// [`pack_w`] with this ISA's conversions and `NR`.
+    ///
+    /// # Panics
+    /// When the block lies outside `w` or `out` is too short.
+    fn pack_w<W: WElem>(self, w: &[W], b: PackBlock, out: &mut [f32]);
+
+    /// [`micro`] with this ISA's `MR × NR` tile.
+    ///
+    /// # Safety
+    /// `a` valid for `kc · MR` reads, `b` for `kc · NR`, and `c` for reads and writes of
+    /// `MR` rows of `NR` f32 at row stride `ldc`, not accessed by anyone else meanwhile.
+    unsafe fn micro(
+        self,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    );
+}
+
+/// A block of a row-major `[rows, k]` matrix to pack: rows `r0..r0 + nr_rows` (rows at or past
+/// `rows` read as zero) and columns `p0..p0 + kc`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PackBlock {
+    /// Total rows of the matrix.
+    pub rows: usize,
+    /// Row length of the matrix.
+    pub k: usize,
+    /// First row of the block.
+    pub r0: usize,
+    /// Rows in the block (padded up to whole panels in the output).
+    pub nr_rows: usize,
+    /// First column of the block.
+    pub p0: usize,
+    /// Columns in the block.
+    pub kc: usize,
+}
+
+impl PackBlock {
+    /// Number of f32 the packed block takes with panels of `panel` rows.
+    pub fn packed_len(&self, panel: usize) -> usize {
+        self.nr_rows.div_ceil(panel) * panel * self.kc
+    }
+
+    /// Panics unless the block lies inside a matrix of `len` elements and `out_len` holds it.
+    pub fn check(&self, len: usize, out_len: usize, panel: usize) {
+        let last_row = (self.r0 + self.nr_rows).min(self.rows);
+        assert!(self.p0 + self.kc <= self.k, "pack block past the row end");
+        assert!(last_row * self.k <= len, "pack block past the matrix end");
+        assert!(self.packed_len(panel) <= out_len, "pack buffer too short");
+    }
+}
+
+/// `y[j] = Σ_p x[p] · w[j·k + p]` for `j < y.len()`, four weight rows in flight.
+///
+/// # Safety
+/// `x.len() >= k`, `w.len() >= y.len() · k`; ISA features of `S` present.
+#[inline(always)]
+pub(crate) unsafe fn matvec<S: Simd, W: WElem>(x: &[f32], w: &[W], k: usize, y: &mut [f32]) {
+    let l = S::LANES;
+    let k2 = k - k % (2 * l);
+    let k1 = k - k % l;
+    let xp = x.as_ptr();
+    let rows = y.len();
+    let mut j = 0;
+    while j + 4 <= rows {
+        let r0 = w.as_ptr().add(j * k);
+        let wr = [r0, r0.add(k), r0.add(2 * k), r0.add(3 * k)];
+        let mut a0 = [S::zero(); 4];
+        let mut a1 = [S::zero(); 4];
+        let mut p = 0;
+        while p < k2 {
+            let x0 = S::load(xp.add(p));
+            let x1 = S::load(xp.add(p + l));
+            for r in 0..4 {
+                a0[r] = S::fma(W::load::<S>(wr[r].add(p)), x0, a0[r]);
+                a1[r] = S::fma(W::load::<S>(wr[r].add(p + l)), x1, a1[r]);
+            }
+            p += 2 * l;
+        }
+        if p < k1 {
+            let x0 = S::load(xp.add(p));
+            for r in 0..4 {
+                a0[r] = S::fma(W::load::<S>(wr[r].add(p)), x0, a0[r]);
+            }
+        }
+        for r in 0..4 {
+            let mut s = S::hsum(S::add(a0[r], a1[r]));
+            for (q, &xq) in x.iter().enumerate().take(k).skip(k1) {
+                s = xq.mul_add((*wr[r].add(q)).to_f32(), s);
+            }
+            y[j + r] = s;
+        }
+        j += 4;
+    }
+    while j < rows {
+        let wr = w.as_ptr().add(j * k);
+        let (mut a0, mut a1) = (S::zero(), S::zero());
+        let mut p = 0;
+        while p < k2 {
+            a0 = S::fma(W::load::<S>(wr.add(p)), S::load(xp.add(p)), a0);
+            a1 = S::fma(W::load::<S>(wr.add(p + l)), S::load(xp.add(p + l)), a1);
+            p += 2 * l;
+        }
+        if p < k1 {
+            a0 = S::fma(W::load::<S>(wr.add(p)), S::load(xp.add(p)), a0);
+        }
+        let mut s = S::hsum(S::add(a0, a1));
+        for (q, &xq) in x.iter().enumerate().take(k).skip(k1) {
+            s = xq.mul_add((*wr.add(q)).to_f32(), s);
+        }
+        y[j] = s;
+        j += 1;
+    }
+}
+
+/// Packs block `b` of the row-major `[rows, k]` matrix `w` into panels of `nr` rows:
+/// `out[(panel · kc + p) · nr + r] = w[(r0 + panel · nr + r) · k + p0 + p]` as f32, zero past `rows`.
+///
+/// # Safety
+/// `b.check(w.len(), out.len(), nr)` holds; `S::LANES <= 16`; ISA features of `S` present.
+#[inline(always)]
+pub(crate) unsafe fn pack_w<S: Simd, W: WElem>(w: &[W], b: PackBlock, nr: usize, out: &mut [f32]) {
+    let l = S::LANES;
+    let kv = b.kc - b.kc % l;
+    let mut tmp = [0.0f32; 16];
+    let op = out.as_mut_ptr();
+    for panel in 0..b.nr_rows.div_ceil(nr) {
+        let base = op.add(panel * b.kc * nr);
+        for r in 0..nr {
+            let row = b.r0 + panel * nr + r;
+            if row >= b.rows || panel * nr + r >= b.nr_rows {
+                for p in 0..b.kc {
+                    *base.add(p * nr + r) = 0.0;
+                }
+                continue;
+            }
+            let src = w.as_ptr().add(row * b.k + b.p0);
+            let mut p = 0;
+            while p < kv {
+                S::store(tmp.as_mut_ptr(), W::load::<S>(src.add(p)));
+                for (q, &t) in tmp[..l].iter().enumerate() {
+                    *base.add((p + q) * nr + r) = t;
+                }
+                p += l;
+            }
+            while p < b.kc {
+                *base.add(p * nr + r) = (*src.add(p)).to_f32();
+                p += 1;
+            }
+        }
+    }
+}
+
+/// Packs block `b` of the row-major `[rows, k]` f32 matrix `x` into panels of `mr` rows:
+/// `out[(panel · kc + p) · mr + r] = x[(r0 + panel · mr + r) · k + p0 + p]`, zero past `rows`.
+///
+/// # Panics
+/// When the block lies outside `x` or `out` is too short.
+pub(crate) fn pack_x(x: &[f32], b: PackBlock, mr: usize, out: &mut [f32]) {
+    b.check(x.len(), out.len(), mr);
+    for panel in 0..b.nr_rows.div_ceil(mr) {
+        let dst = &mut out[panel * b.kc * mr..(panel + 1) * b.kc * mr];
+        for r in 0..mr {
+            let row = b.r0 + panel * mr + r;
+            if row >= b.rows || panel * mr + r >= b.nr_rows {
+                dst.iter_mut().skip(r).step_by(mr).for_each(|v| *v = 0.0);
+            } else {
+                let src = &x[row * b.k + b.p0..row * b.k + b.p0 + b.kc];
+                for (d, &s) in dst.iter_mut().skip(r).step_by(mr).zip(src) {
+                    *d = s;
+                }
+            }
+        }
+    }
+}
+
+/// The `MR × (NV · LANES)` micro-kernel: `c[i·ldc + j] (+)= Σ_p a[p·MR + i] · b[p·NR + j]`.
+///
+/// # Safety
+/// As [`MatmulKernels::micro`]; ISA features of `S` present.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+pub(crate) unsafe fn micro<S: Simd, const MR: usize, const NV: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let l = S::LANES;
+    let nr = NV * l;
+    let mut acc = [[S::zero(); NV]; MR];
+    let (mut a, mut b) = (a, b);
+    for _ in 0..kc {
+        let mut bv = [S::zero(); NV];
+        for v in 0..NV {
+            bv[v] = S::load(b.add(v * l));
+        }
+        for i in 0..MR {
+            let ai = S::splat(*a.add(i));
+            for v in 0..NV {
+                acc[i][v] = S::fma(ai, bv[v], acc[i][v]);
+            }
+        }
+        a = a.add(MR);
+        b = b.add(nr);
+    }
+    for i in 0..MR {
+        for v in 0..NV {
+            let p = c.add(i * ldc + v * l);
+            let r = if accumulate {
+                S::add(S::load(p), acc[i][v])
+            } else {
+                acc[i][v]
+            };
+            S::store(p, r);
+        }
+    }
+}
