@@ -10,6 +10,7 @@ pub mod isa;
 pub mod matmul;
 pub mod pool;
 pub mod probe;
+pub mod quant;
 
 pub use dtype::{DType, ParseDTypeError};
 pub use isa::{Isa, IsaError};
