@@ -32,6 +32,12 @@ pub enum Error {
         /// The block size it must divide.
         block: usize,
     },
+    /// A value to quantize is NaN or infinite.
+    #[error("cannot quantize a non-finite value (element {index})")]
+    NonFinite {
+        /// Flat index of the first offending element.
+        index: usize,
+    },
     /// Operands live on different devices.
     #[error("operands are on different devices: `{0}` and `{1}`")]
     DeviceMismatch(String, String),

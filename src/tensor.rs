@@ -152,40 +152,27 @@ impl Tensor {
                 &bytes
             }
         };
-        match self.0.dtype {
-            DType::F32 => Ok(buf.typed::<f32>().to_vec()),
-            DType::F16 => Ok(buf.typed::<f16>().iter().map(|v| v.to_f32()).collect()),
-            DType::BF16 => Ok(buf.typed::<bf16>().iter().map(|v| v.to_f32()).collect()),
-            dtype => Err(Error::UnsupportedDType {
-                op: "to_f32_vec",
-                dtype,
-            }),
-        }
+        let mut out = vec![0f32; self.elem_count()];
+        wattle_kernels::quant::dequantize(self.0.dtype, buf.bytes(), &mut out).map_err(|e| {
+            Error::DeviceLost(format!("tensor storage does not fit its shape: {e}"))
+        })?;
+        Ok(out)
     }
 
-    /// Converts to `dtype` (F32, F16, BF16 here; block formats follow ggml's quantizers).
+    /// Converts to `dtype`: F32, F16, BF16, or a ggml block format with ggml's reference
+    /// quantizers (byte-identical to `quantize_row_*_ref`). Block formats need the last dimension
+    /// to be a multiple of the block size; non-finite values are refused.
     pub fn quantize(&self, dtype: DType) -> Result<Tensor> {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
         let v = self.to_f32_vec()?;
-        let t = match dtype {
-            DType::F32 => Tensor::from_f32(&v, self.shape())?,
-            DType::F16 => {
-                let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
-                Tensor::from_f16(&h, self.shape())?
-            }
-            DType::BF16 => {
-                let h: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
-                Tensor::from_bf16(&h, self.shape())?
-            }
-            dtype => {
-                return Err(Error::UnsupportedDType {
-                    op: "quantize",
-                    dtype,
-                })
-            }
-        };
+        let mut bytes = vec![0u8; storage_bytes(dtype, self.shape())?];
+        wattle_kernels::quant::quantize(dtype, &v, &mut bytes).map_err(|e| match e {
+            wattle_kernels::quant::QuantError::NonFinite(index) => Error::NonFinite { index },
+            e => Error::InvalidArgument(e.to_string()),
+        })?;
+        let t = Tensor::host(HostBuffer::from_bytes(&bytes), dtype, self.shape());
         if self.device().is_cpu() {
             Ok(t)
         } else {
@@ -211,7 +198,7 @@ impl Tensor {
         }
         let out = match (&self.0.storage, device.gpu()) {
             (Storage::Host(b), Some(gpu)) => Tensor::from_storage(
-                Storage::Gpu(gpu.upload(b.bytes())?),
+                Storage::Gpu(gpu.upload_tensor(b.bytes(), self.dtype(), self.shape())?),
                 self.dtype(),
                 self.shape(),
                 device.clone(),
