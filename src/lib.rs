@@ -35,5 +35,7 @@ struct ReadmeDoctests;
 /// Internals exposed for wattle's own tests, benchmarks and tools. Not a stable API.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::backend::gpu::api::*;
+    pub use crate::backend::gpu::matmul::{MatmulKernel, MatmulVariant, Reduce};
     pub use crate::backend::gpu::shader_sources;
 }

@@ -1,58 +1,401 @@
 //! The GPU backend: wgpu devices, buffers, the pipeline cache and WGSL kernels.
 //!
-//! PLACEHOLDER: no adapters yet.
+//! Every adapter wgpu finds is opened with its own limits and optional features (SHADER_F16,
+//! SUBGROUP, TIMESTAMP_QUERY). Tensors live in storage buffers as raw bytes (`array<u32>` in
+//! WGSL), split by rows when larger than one binding. Kernels come in variants (subgroup or
+//! workgroup-memory reductions, native f16 or f32 math) chosen from the adapter's features;
+//! `WATTLE_GPU_NO_SUBGROUPS=1` and `WATTLE_GPU_NO_F16=1` force the fallbacks.
 
-use crate::device::{Device, GpuApi};
-use crate::error::Result;
+mod buffer;
+pub(crate) mod matmul;
+mod pipeline;
+pub(crate) mod probe;
+mod shader;
+
+pub(crate) use buffer::GpuBuffer;
+
+use crate::device::{
+    Backend, Device, DeviceFeatures, DeviceInfo, DeviceKind, DeviceLimits, GpuApi,
+};
+use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use crate::DType;
+use buffer::StagingPool;
+use pipeline::PipelineCache;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
-/// A wgpu device opened with its adapter's limits.
+/// The device state shared by a backend and its buffers.
+pub(crate) struct Ctx {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    /// The adapter limits the device was opened with.
+    pub limits: wgpu::Limits,
+    /// Largest storage binding used (the adapter's, or lower via `WATTLE_GPU_MAX_BINDING_BYTES`).
+    pub max_binding: u64,
+    pub features: wgpu::Features,
+    pub info: wgpu::AdapterInfo,
+    pool: StagingPool,
+    /// Keeps the instance (and e.g. the GL display) alive as long as the device.
+    _instance: wgpu::Instance,
+}
+
+/// A wgpu device opened with its adapter's limits and features.
 pub(crate) struct GpuBackend {
-    never: std::convert::Infallible,
+    ctx: Arc<Ctx>,
+    pipelines: PipelineCache,
+    /// Subgroup variants allowed (adapter has SUBGROUP, not disabled by the environment).
+    use_subgroups: bool,
+    /// Native-f16 variants allowed (adapter has SHADER_F16, not disabled by the environment).
+    use_f16: bool,
+    /// Work (multiply-adds) per submission, so that none runs ~100 ms on a slow device.
+    submit_budget: u64,
+    software: bool,
 }
 
-/// A device buffer holding a tensor's raw storage bytes.
-pub(crate) struct GpuBuffer {
-    never: std::convert::Infallible,
-}
-
-impl GpuBuffer {
-    /// Downloads the raw bytes.
-    pub fn read_bytes(&self) -> Result<Vec<u8>> {
-        match self.never {}
-    }
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 impl GpuBackend {
-    /// Uploads raw bytes.
-    pub fn upload(&self, _bytes: &[u8]) -> Result<GpuBuffer> {
-        match self.never {}
+    /// Uploads a tensor's raw bytes, split by rows of its last dimension when larger than one
+    /// storage binding (`Error::TooLarge` when a single row does not fit).
+    pub fn upload_tensor(&self, bytes: &[u8], dtype: DType, shape: &[usize]) -> Result<GpuBuffer> {
+        let row_bytes = match shape.last() {
+            Some(&last) => crate::tensor::storage_bytes(dtype, &[last])?,
+            None => bytes.len(),
+        };
+        self.ctx.upload_rows(bytes, row_bytes)
     }
 
     /// Waits for all submitted work.
     pub fn synchronize(&self) -> Result<()> {
-        match self.never {}
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::DeviceLost(format!("poll: {e}")))
     }
 
-    /// `y = x · wᵀ`.
-    pub fn matmul(
-        &self,
-        _x: &Tensor,
-        _w: &Tensor,
-        _m: usize,
-        _n: usize,
-        _k: usize,
-    ) -> Result<Tensor> {
-        match self.never {}
+    /// `y = x · wᵀ`: `x` `[m, k]` F32/F16, `w` `[n, k]` F32/F16/BF16 -> `y` `[m, n]` F32 on this
+    /// device, with the variant chosen from the adapter's features.
+    pub fn matmul(&self, x: &Tensor, w: &Tensor, m: usize, n: usize, k: usize) -> Result<Tensor> {
+        let v = self.choose_matmul(m, w.dtype(), x.dtype());
+        self.matmul_variant(x, w, m, n, k, &v)
+    }
+
+    /// Number of pipelines compiled so far.
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.len()
     }
 }
 
-/// Opens every adapter reachable through `apis`.
-pub(crate) fn enumerate(_apis: &[GpuApi]) -> Result<Vec<Device>> {
-    Ok(Vec::new())
+/// Names that mark a software (CPU-emulated) adapter.
+const SOFTWARE_NAMES: [&str; 5] = [
+    "llvmpipe",
+    "lavapipe",
+    "swiftshader",
+    "microsoft basic render",
+    "warp",
+];
+
+fn api_of(b: wgpu::Backend) -> Option<GpuApi> {
+    match b {
+        wgpu::Backend::Vulkan => Some(GpuApi::Vulkan),
+        wgpu::Backend::Metal => Some(GpuApi::Metal),
+        wgpu::Backend::Dx12 => Some(GpuApi::Dx12),
+        wgpu::Backend::Gl => Some(GpuApi::Gl),
+        wgpu::Backend::BrowserWebGpu => Some(GpuApi::BrowserWebGpu),
+        _ => None,
+    }
 }
 
-/// Every WGSL shader as (file name, source), for the naga portability test.
-pub fn shader_sources() -> Vec<(&'static str, String)> {
-    Vec::new()
+/// Opens every adapter reachable through `apis`. An adapter that fails to open is skipped and
+/// reported on stderr once per process.
+pub(crate) fn enumerate(apis: &[GpuApi]) -> Result<Vec<Device>> {
+    let max_binding = match std::env::var("WATTLE_GPU_MAX_BINDING_BYTES") {
+        Ok(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+            Error::InvalidArgument(format!(
+                "WATTLE_GPU_MAX_BINDING_BYTES: expected a byte count, got `{v}`"
+            ))
+        })?),
+        Err(_) => None,
+    };
+    enumerate_with(apis, max_binding)
+}
+
+/// [`enumerate`] with an explicit cap on storage-binding bytes (for tests of the split path).
+pub(crate) fn enumerate_with(apis: &[GpuApi], max_binding: Option<u64>) -> Result<Vec<Device>> {
+    let mut backends = wgpu::Backends::empty();
+    for api in apis {
+        backends |= match api {
+            GpuApi::Vulkan => wgpu::Backends::VULKAN,
+            GpuApi::Metal => wgpu::Backends::METAL,
+            GpuApi::Dx12 => wgpu::Backends::DX12,
+            GpuApi::Gl => wgpu::Backends::GL,
+            GpuApi::BrowserWebGpu => wgpu::Backends::BROWSER_WEBGPU,
+        };
+    }
+    if backends.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    let instance = wgpu::Instance::new(desc);
+    let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    let mut devices = Vec::new();
+    for adapter in adapters {
+        let info = adapter.get_info();
+        match open(&instance, adapter, max_binding) {
+            Ok(Some(d)) => devices.push(d),
+            Ok(None) => {}
+            Err(e) => warn_once(&format!(
+                "wattle: skipping GPU adapter {} ({:?}): {e}",
+                info.name, info.backend
+            )),
+        }
+    }
+    Ok(devices)
+}
+
+fn warn_once(msg: &str) {
+    static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if seen
+        .get_or_insert_with(HashSet::new)
+        .insert(msg.to_string())
+    {
+        eprintln!("{msg}");
+    }
+}
+
+fn open(
+    instance: &wgpu::Instance,
+    adapter: wgpu::Adapter,
+    max_binding: Option<u64>,
+) -> Result<Option<Device>> {
+    let info = adapter.get_info();
+    let Some(api) = api_of(info.backend) else {
+        return Ok(None);
+    };
+    if !adapter
+        .get_downlevel_capabilities()
+        .flags
+        .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+    {
+        return Err(Error::NotAvailable("no compute shaders".into()));
+    }
+    let limits = adapter.limits();
+    let wanted =
+        wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+    let features = adapter.features() & wanted;
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("wattle"),
+        required_features: features,
+        required_limits: limits.clone(),
+        experimental_features: wgpu::ExperimentalFeatures::disabled(),
+        memory_hints: wgpu::MemoryHints::Performance,
+        trace: wgpu::Trace::Off,
+    }))
+    .map_err(|e| Error::NotAvailable(format!("request_device: {e}")))?;
+    let name = info.name.clone();
+    device.on_uncaptured_error(Arc::new(move |e| {
+        warn_once(&format!("wattle: uncaptured GPU error on {name}: {e}"));
+    }));
+    let lower = info.name.to_ascii_lowercase();
+    let software = info.device_type == wgpu::DeviceType::Cpu
+        || SOFTWARE_NAMES.iter().any(|s| lower.contains(s));
+    let has_sg = features.contains(wgpu::Features::SUBGROUP);
+    let dev_info = DeviceInfo {
+        name: info.name.clone(),
+        kind: DeviceKind::Gpu { api },
+        driver: [info.driver.as_str(), info.driver_info.as_str()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" "),
+        software,
+        limits: DeviceLimits {
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+            max_buffer_size: limits.max_buffer_size,
+            max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_compute_workgroup_size_x: limits.max_compute_workgroup_size_x,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+        },
+        subgroup_size: has_sg.then_some((info.subgroup_min_size, info.subgroup_max_size)),
+        features: DeviceFeatures {
+            f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: has_sg,
+            timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        },
+    };
+    let max_binding = limits
+        .max_storage_buffer_binding_size
+        .min(max_binding.unwrap_or(u64::MAX))
+        .max(4);
+    let ctx = Arc::new(Ctx {
+        device,
+        queue,
+        limits,
+        max_binding,
+        features,
+        info,
+        pool: StagingPool::default(),
+        _instance: instance.clone(),
+    });
+    let backend = GpuBackend {
+        use_subgroups: has_sg && !env_flag("WATTLE_GPU_NO_SUBGROUPS"),
+        use_f16: dev_info.features.f16 && !env_flag("WATTLE_GPU_NO_F16"),
+        submit_budget: if software { 1 << 25 } else { 1 << 30 },
+        software,
+        pipelines: PipelineCache::default(),
+        ctx,
+    };
+    Ok(Some(Device::new(dev_info, Backend::Gpu(backend))))
+}
+
+/// Every WGSL shader × variant as `(name, fully spliced source)`, for the naga portability test.
+pub fn shader_sources() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for key in matmul::MatmulVariant::all()
+        .iter()
+        .map(|v| v.key(64, 8))
+        .chain(probe::keys())
+    {
+        let name = format!("{}:{}", key.variant, key.entry);
+        match key.source() {
+            Ok(src) => out.push((name, src)),
+            // A splice error is reported as an empty source; the naga test fails on it.
+            Err(e) => out.push((name, format!("// splice error: {e}"))),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_types_are_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<GpuBackend>();
+        check::<GpuBuffer>();
+    }
+}
+
+/// Hidden API for wattle's tests, benches and tools (re-exported in `wattle::internals`).
+pub mod api {
+    use super::matmul::MatmulVariant;
+    use super::GpuBackend;
+    use crate::device::{Device, GpuApi};
+    use crate::error::{Error, Result};
+    use crate::tensor::{Storage, Tensor};
+
+    fn gpu(dev: &Device) -> Result<&GpuBackend> {
+        dev.gpu()
+            .ok_or_else(|| Error::NotAvailable(format!("{dev} is not a GPU")))
+    }
+
+    /// Best streaming read bandwidth of a GPU device, GB/s.
+    pub fn gpu_probe_bandwidth(dev: &Device) -> Result<f64> {
+        gpu(dev)?.probe_bandwidth()
+    }
+
+    /// FMA throughput of a GPU device (f32, independent chains), GFLOP/s.
+    pub fn gpu_probe_fma(dev: &Device) -> Result<f64> {
+        gpu(dev)?.probe_fma()
+    }
+
+    /// Names of the matmul variants this device can run (empty for the CPU).
+    pub fn gpu_variant_names(dev: &Device) -> Vec<String> {
+        gpu_matmul_variants(dev).iter().map(|v| v.name()).collect()
+    }
+
+    /// The matmul variants this device can run (empty for the CPU).
+    pub fn gpu_matmul_variants(dev: &Device) -> Vec<MatmulVariant> {
+        match dev.gpu() {
+            Some(g) => MatmulVariant::all()
+                .into_iter()
+                .filter(|v| g.supports(v))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The variant `Runtime::matmul` runs on `dev` for `x` `[m, k]` of dtype `x` and weights of
+    /// dtype `w` (after `WATTLE_GPU_NO_*`); `None` on the CPU.
+    pub fn gpu_matmul_choice(
+        dev: &Device,
+        m: usize,
+        w: crate::DType,
+        x: crate::DType,
+    ) -> Option<MatmulVariant> {
+        dev.gpu().map(|g| g.choose_matmul(m, w, x))
+    }
+
+    /// `y = x · wᵀ` on the GPU holding both, with an explicit variant.
+    pub fn gpu_matmul_variant(x: &Tensor, w: &Tensor, v: &MatmulVariant) -> Result<Tensor> {
+        if x.device() != w.device() {
+            return Err(Error::DeviceMismatch(
+                x.device().to_string(),
+                w.device().to_string(),
+            ));
+        }
+        let (&[m, k], &[n, kw]) = (x.shape(), w.shape()) else {
+            return Err(Error::ShapeMismatch {
+                op: "matmul",
+                detail: format!("x {:?}, w {:?}", x.shape(), w.shape()),
+            });
+        };
+        if k != kw {
+            return Err(Error::ShapeMismatch {
+                op: "matmul",
+                detail: format!("x is [{m}, {k}] but w is [{n}, {kw}]"),
+            });
+        }
+        gpu(&x.device())?.matmul_variant(x, w, m, n, k, v)
+    }
+
+    /// Id of the device buffer behind a GPU tensor (`None` for host tensors).
+    pub fn gpu_buffer_id(t: &Tensor) -> Option<u64> {
+        match t.storage() {
+            Storage::Gpu(b) => Some(b.id()),
+            Storage::Host(_) => None,
+        }
+    }
+
+    /// Number of storage buffers (row chunks) behind a GPU tensor.
+    pub fn gpu_chunk_count(t: &Tensor) -> Option<usize> {
+        match t.storage() {
+            Storage::Gpu(b) => Some(b.chunks.len()),
+            Storage::Host(_) => None,
+        }
+    }
+
+    /// Uploads raw bytes (any length) to a GPU device and downloads them again, through the
+    /// staging pools.
+    pub fn gpu_roundtrip_bytes(dev: &Device, bytes: &[u8]) -> Result<Vec<u8>> {
+        let b = gpu(dev)?.ctx.upload_rows(bytes, 0)?;
+        let back = b.read_bytes()?;
+        debug_assert_eq!(b.len(), back.len());
+        Ok(back)
+    }
+
+    /// Pipelines compiled so far on a GPU device.
+    pub fn gpu_pipeline_count(dev: &Device) -> usize {
+        dev.gpu().map_or(0, |g| g.pipeline_count())
+    }
+
+    /// Opens every GPU adapter afresh with storage bindings capped at `max_binding_bytes`
+    /// (like `WATTLE_GPU_MAX_BINDING_BYTES`), to exercise the split path.
+    pub fn gpu_devices_with_max_binding(max_binding_bytes: u64) -> Result<Vec<Device>> {
+        super::enumerate_with(
+            &[GpuApi::Vulkan, GpuApi::Metal, GpuApi::Dx12, GpuApi::Gl],
+            Some(max_binding_bytes),
+        )
+    }
 }
