@@ -1,1 +1,237 @@
-fn main() {}
+//! `wattle`: list devices and benchmark wattle's kernels against the machine's roofline and
+//! against peers (SPEC §10).
+
+mod bench;
+mod devices;
+mod peer;
+mod report;
+mod stats;
+mod sysinfo;
+
+use bench::{BenchConfig, DeviceFilter, Mode, ShapeSet};
+use clap::{Args, Parser, Subcommand};
+use peer::PeerSpec;
+use report::Format;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use wattle::{DType, Runtime};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wattle",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("WATTLE_GIT_HASH"), ")"),
+    about = "wattle: compute kernels for on-device LLM inference"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// List every device: kind, name, API, driver, limits, subgroup size, features.
+    Devices {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Devices to open (cpu, vulkan, metal, dx12, gl, webgpu, gpu, all).
+        #[arg(long, default_value = "all", value_name = "LIST")]
+        devices: DeviceFilter,
+    },
+    /// Measure each device's roofline and time matmul (decode and prefill, hot and cold).
+    Bench(Box<BenchArgs>),
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Write JSON (one object: system, roofline, rows, notes) instead of the table.
+    #[arg(long, group = "format")]
+    json: bool,
+    /// Write CSV (a header and one line per figure) instead of the table.
+    #[arg(long, group = "format")]
+    csv: bool,
+    /// Write a Markdown report instead of the table.
+    #[arg(long, group = "format")]
+    md: bool,
+    /// Write the report to FILE (format from --json/--csv/--md, else from the extension); the
+    /// table still goes to stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Compare with a peer, e.g. ggml=../shared/peers/ggml-perf.sh (run as `PATH matmul cpu`).
+    #[arg(long, value_name = "NAME=PATH")]
+    peer: Option<PeerSpec>,
+    /// Small shapes, fewer repetitions, quicker probes: a smoke run for CI.
+    #[arg(long)]
+    quick: bool,
+    /// Devices to benchmark: cpu, vulkan, metal, dx12, gl, webgpu, gpu (all GPUs), all.
+    #[arg(long, default_value = "all", value_name = "LIST")]
+    devices: DeviceFilter,
+    /// Weight dtypes, comma-separated (as ggml names them).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "f32,f16,bf16",
+        value_name = "LIST"
+    )]
+    dtypes: Vec<DType>,
+    /// Modes: hot (same weights each repetition) and/or cold (rotate > 2× LLC of copies).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "hot,cold",
+        value_name = "LIST"
+    )]
+    modes: Vec<Mode>,
+    /// Timed repetitions at least (≥ 5).
+    #[arg(long, value_name = "N")]
+    reps: Option<usize>,
+    /// Untimed warm-up calls per figure.
+    #[arg(long, value_name = "N")]
+    warmup: Option<usize>,
+    /// Batches (activation rows) to run on every device instead of the standard shapes.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    m: Option<Vec<usize>>,
+    /// Weight rows (output features) instead of the standard shapes.
+    #[arg(long, value_name = "N")]
+    n: Option<usize>,
+    /// Reduction length instead of the standard shapes.
+    #[arg(long, value_name = "N")]
+    k: Option<usize>,
+    /// Bandwidth-probe buffer in MiB (default 1024, 256 with --quick).
+    #[arg(long, value_name = "MIB")]
+    probe_mib: Option<usize>,
+    /// Skip the roofline probes (no % of roofline).
+    #[arg(long)]
+    no_roofline: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Devices { json, devices } => devices::run(&devices, json),
+        Cmd::Bench(args) => run_bench(*args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wattle: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens the runtime on the backends `filter` names.
+fn open_runtime(filter: &DeviceFilter) -> Result<Runtime, String> {
+    Runtime::with_backends(&filter.backends()).map_err(|e| format!("cannot start wattle: {e}"))
+}
+
+fn run_bench(a: BenchArgs) -> Result<(), String> {
+    let format = if a.json {
+        Some(Format::Json)
+    } else if a.csv {
+        Some(Format::Csv)
+    } else if a.md {
+        Some(Format::Markdown)
+    } else {
+        None
+    };
+    let file_format = match (&a.out, format) {
+        (Some(_), Some(f)) => Some(f),
+        (Some(p), None) => Some(Format::from_extension(p).ok_or_else(|| {
+            format!(
+                "--out {}: say the format with --json, --csv or --md (or use a .json, .csv or .md name)",
+                p.display()
+            )
+        })?),
+        (None, _) => None,
+    };
+    let reps = a.reps.unwrap_or(if a.quick { 5 } else { 7 });
+    if reps < 5 {
+        return Err(format!(
+            "--reps {reps}: at least 5 repetitions are needed for a median and spread"
+        ));
+    }
+    if a.dtypes.is_empty() {
+        return Err("--dtypes: name at least one dtype".into());
+    }
+    if a.modes.is_empty() {
+        return Err("--modes: name hot, cold or both".into());
+    }
+    let shapes = match (&a.m, a.n, a.k) {
+        (None, None, None) => None,
+        (m, n, k) => {
+            let (sn, sk, sm) = bench::STANDARD;
+            let s = ShapeSet {
+                n: n.unwrap_or(sn),
+                k: k.unwrap_or(sk),
+                ms: m.clone().unwrap_or_else(|| sm.to_vec()),
+                label: Some("shape set on the command line".into()),
+            };
+            if s.n == 0 || s.k == 0 || s.ms.is_empty() || s.ms.contains(&0) {
+                return Err("--m, --n and --k must be positive".into());
+            }
+            Some(s)
+        }
+    };
+    let probe_bytes = match a.probe_mib {
+        Some(0) => return Err("--probe-mib must be positive".into()),
+        Some(mib) => Some(mib.checked_mul(1 << 20).ok_or("--probe-mib is too large")?),
+        None => None,
+    };
+    let rt = open_runtime(&a.devices)?;
+    let devices: Vec<_> = rt
+        .devices()
+        .into_iter()
+        .filter(|d| a.devices.selects(d))
+        .collect();
+    let mut missing = Vec::new();
+    for api in a.devices.named_gpu_apis() {
+        if !devices.iter().any(|d| sysinfo::kind_name(d) == api) {
+            missing.push(api);
+        }
+    }
+    if devices.is_empty() {
+        return Err(format!(
+            "no device to benchmark: no {} adapter found (see `wattle devices`)",
+            missing.join(" or ")
+        ));
+    }
+    let cfg = BenchConfig {
+        quick: a.quick,
+        dtypes: a.dtypes,
+        modes: a.modes,
+        warmup: a.warmup.unwrap_or(if a.quick { 1 } else { 2 }),
+        min_reps: reps,
+        max_reps: reps.max(if a.quick { 10 } else { 50 }),
+        min_time: if a.quick {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_millis(500)
+        },
+        shapes,
+        llc_bytes: sysinfo::llc_bytes().unwrap_or(sysinfo::DEFAULT_LLC_BYTES),
+        probe_bytes,
+        no_roofline: a.no_roofline,
+        peer: a.peer,
+    };
+    let mut report = bench::run(&rt, &devices, &cfg);
+    for api in missing {
+        report.notes.insert(
+            0,
+            format!("no {api} adapter found: nothing benchmarked there"),
+        );
+    }
+    let stdout_format = if a.out.is_some() {
+        Format::Table
+    } else {
+        format.unwrap_or(Format::Table)
+    };
+    print!("{}", report::render(&report, stdout_format)?);
+    if let (Some(path), Some(f)) = (&a.out, file_format) {
+        let text = report::render(&report, f)?;
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wattle bench: wrote {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,816 @@
+//! `wattle bench`: rooflines, matmul figures (hot and cold) and the peer comparison.
+
+use crate::peer::{self, PeerFigure, PeerSpec};
+use crate::stats::Summary;
+use crate::sysinfo::{kind_name, SystemInfo};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use std::fmt;
+use std::io::IsTerminal;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+use wattle::{DType, Device, DeviceKind, Runtime, Tensor};
+use wattle_kernels::probe;
+
+/// How weights are reused across repetitions (SPEC §10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The same weights every repetition (as ggml's test-backend-ops; used for peer ratios).
+    Hot,
+    /// Weight copies totalling more than twice the last-level cache, rotated.
+    Cold,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Hot => "hot",
+            Mode::Cold => "cold",
+        })
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hot" => Ok(Mode::Hot),
+            "cold" => Ok(Mode::Cold),
+            _ => Err(format!("unknown mode `{s}` (expected hot or cold)")),
+        }
+    }
+}
+
+/// A matmul shape: `x [m, k] · w [n, k]ᵀ`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Shape {
+    /// Activation rows (batch / tokens).
+    pub m: usize,
+    /// Weight rows (output features).
+    pub n: usize,
+    /// Reduction length.
+    pub k: usize,
+}
+
+impl Shape {
+    /// `decode` for one activation row, else `prefill`.
+    pub fn phase(&self) -> &'static str {
+        if self.m == 1 {
+            "decode"
+        } else {
+            "prefill"
+        }
+    }
+
+    /// Floating-point operations: 2·m·n·k.
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}×{}×{}", self.m, self.n, self.k)
+    }
+}
+
+/// The weight matrix and batches a device is benchmarked on, with a label when they are not
+/// the standard model shapes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShapeSet {
+    /// Weight rows.
+    pub n: usize,
+    /// Reduction length.
+    pub k: usize,
+    /// Activation rows, one figure each (1 = decode).
+    pub ms: Vec<usize>,
+    /// Why the shapes differ from the standard ones (shown with every row), if they do.
+    pub label: Option<String>,
+}
+
+/// The standard shapes (SPEC §10): a 4096×14336 weight (a Llama-3-8B FFN down projection),
+/// decode m = 1 and prefill m = 512.
+pub const STANDARD: (usize, usize, [usize; 2]) = (4096, 14336, [1, 512]);
+
+/// Which shapes a device gets: the standard ones, except smaller clearly labelled ones for
+/// software GPUs (emulated on the CPU, they would take minutes) and for `--quick`.
+pub fn shapes_for(dev: &Device, quick: bool) -> ShapeSet {
+    let software_gpu = !dev.is_cpu() && dev.info().software;
+    match (software_gpu, quick) {
+        (false, false) => ShapeSet {
+            n: STANDARD.0,
+            k: STANDARD.1,
+            ms: STANDARD.2.to_vec(),
+            label: None,
+        },
+        (false, true) => ShapeSet {
+            n: 2048,
+            k: 4096,
+            ms: vec![1, 16],
+            label: Some("quick: small shape".into()),
+        },
+        (true, false) => ShapeSet {
+            n: 1024,
+            k: 1024,
+            ms: vec![1, 64],
+            label: Some("small shape: software GPU".into()),
+        },
+        (true, true) => ShapeSet {
+            n: 512,
+            k: 512,
+            ms: vec![1, 16],
+            label: Some("quick, small shape: software GPU".into()),
+        },
+    }
+}
+
+/// Settings of one `wattle bench` run.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// Smaller shapes and fewer repetitions.
+    pub quick: bool,
+    /// Weight dtypes.
+    pub dtypes: Vec<DType>,
+    /// Hot and/or cold.
+    pub modes: Vec<Mode>,
+    /// Untimed calls before timing.
+    pub warmup: usize,
+    /// Timed repetitions at least (≥ 5 per SPEC §10).
+    pub min_reps: usize,
+    /// Timed repetitions at most.
+    pub max_reps: usize,
+    /// Keep repeating (up to `max_reps`) until this much time has been timed.
+    pub min_time: Duration,
+    /// Explicit shapes for every device (`--m/--n/--k`), replacing [`shapes_for`].
+    pub shapes: Option<ShapeSet>,
+    /// Last-level cache size, for cold mode.
+    pub llc_bytes: u64,
+    /// Bandwidth-probe buffer in bytes (`None`: the probe's default).
+    pub probe_bytes: Option<usize>,
+    /// Skip the roofline probes.
+    pub no_roofline: bool,
+    /// The peer to compare with.
+    pub peer: Option<PeerSpec>,
+}
+
+/// The ceilings of one device.
+#[derive(Clone, Debug, Serialize)]
+pub struct Roofline {
+    /// Device label (as in the rows).
+    pub device: String,
+    /// Memory read bandwidth, GB/s.
+    pub bandwidth_gb_per_s: Option<f64>,
+    /// f32 FMA peak, GFLOP/s.
+    pub fma_gflops: Option<f64>,
+    /// How the figures were found (best pattern, threads, vector width), or why they are missing.
+    pub detail: String,
+}
+
+impl Roofline {
+    /// Attainable GFLOP/s at arithmetic intensity `flops_per_byte` (the lower of the two roofs),
+    /// and which one binds (`memory` or `compute`).
+    pub fn attainable(&self, flops_per_byte: f64) -> Option<(f64, &'static str)> {
+        let mem = self.bandwidth_gb_per_s.map(|b| b * flops_per_byte);
+        match (mem, self.fma_gflops) {
+            (Some(m), Some(c)) if m < c => Some((m, "memory")),
+            (_, Some(c)) => Some((c, "compute")),
+            (Some(m), None) => Some((m, "memory")),
+            (None, None) => None,
+        }
+    }
+}
+
+/// One benchmark figure.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// Device label, e.g. `cpu (AMD EPYC)`.
+    pub device: String,
+    /// `cpu`, `vulkan`, ….
+    pub device_kind: String,
+    /// Operation.
+    pub op: String,
+    /// `decode` (m = 1) or `prefill`.
+    pub phase: String,
+    /// Weight dtype.
+    pub dtype: String,
+    /// Activation rows.
+    pub m: usize,
+    /// Weight rows.
+    pub n: usize,
+    /// Reduction length.
+    pub k: usize,
+    /// Hot or cold.
+    pub mode: Mode,
+    /// Weight copies rotated (1 in hot mode).
+    pub copies: usize,
+    /// Why the shape is not the standard one, if it is not.
+    pub shape_note: Option<String>,
+    /// Timings.
+    #[serde(flatten)]
+    pub time: Summary,
+    /// Bytes moved per call: weights + x + y.
+    pub bytes: u64,
+    /// Bytes over median time.
+    pub gb_per_s: f64,
+    /// 2·m·n·k over median time, 10⁹/s.
+    pub gops: f64,
+    /// Share of the attainable roofline at this arithmetic intensity, percent.
+    pub roofline_pct: Option<f64>,
+    /// Which roof binds: `memory` or `compute`.
+    pub bound: Option<String>,
+    /// Peer name when a peer figure exists for this row.
+    pub peer: Option<String>,
+    /// Peer median µs.
+    pub peer_us: Option<f64>,
+    /// Peer time over ours (> 1: wattle is faster).
+    pub peer_ratio: Option<f64>,
+}
+
+impl Row {
+    /// `m×n×k`.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            m: self.m,
+            n: self.n,
+            k: self.k,
+        }
+    }
+}
+
+/// Everything one run produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The machine and build.
+    pub system: SystemInfo,
+    /// Quick mode.
+    pub quick: bool,
+    /// Ceilings per device.
+    pub roofline: Vec<Roofline>,
+    /// Figures.
+    pub rows: Vec<Row>,
+    /// Skipped cases, peer failures and other remarks.
+    pub notes: Vec<String>,
+}
+
+/// Weight copies for cold mode: enough that they total more than twice the last-level cache,
+/// and at least 2 even when one weight already exceeds that (capped at 65536 for tiny weights).
+pub fn cold_copies(weight_bytes: u64, llc_bytes: u64) -> usize {
+    let w = weight_bytes.max(1);
+    let need = (2 * llc_bytes) / w + 1;
+    need.clamp(2, 1 << 16) as usize
+}
+
+/// Bytes one matmul call moves: the weights, x (f32) and y (f32).
+pub fn call_bytes(weight_bytes: u64, s: Shape) -> u64 {
+    weight_bytes + 4 * (s.m * s.k) as u64 + 4 * (s.m * s.n) as u64
+}
+
+/// Device label used in rows and rooflines.
+pub fn device_label(dev: &Device) -> String {
+    format!("{} ({})", kind_name(dev), dev.name())
+}
+
+/// Which devices `--devices` selects. Names: `cpu`, `vulkan`, `metal`, `dx12`, `gl`, `webgpu`,
+/// `gpu` (every GPU) and `all`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceFilter(Vec<String>);
+
+/// Names `--devices` accepts.
+pub const DEVICE_NAMES: [&str; 8] = [
+    "cpu", "vulkan", "metal", "dx12", "gl", "webgpu", "gpu", "all",
+];
+
+impl FromStr for DeviceFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let names: Vec<String> = s
+            .split(',')
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return Err("no device named (expected e.g. cpu,vulkan)".into());
+        }
+        for n in &names {
+            if !DEVICE_NAMES.contains(&n.as_str()) {
+                return Err(format!(
+                    "unknown device `{n}` (expected a comma-separated list of {})",
+                    DEVICE_NAMES.join(", ")
+                ));
+            }
+        }
+        Ok(DeviceFilter(names))
+    }
+}
+
+impl DeviceFilter {
+    /// The backend list for [`Runtime::with_backends`].
+    pub fn backends(&self) -> String {
+        self.0.join(",")
+    }
+
+    /// Whether `dev` is selected.
+    pub fn selects(&self, dev: &Device) -> bool {
+        let has = |n: &str| self.0.iter().any(|x| x == n);
+        has("all")
+            || match dev.kind() {
+                DeviceKind::Cpu => has("cpu"),
+                DeviceKind::Gpu { api } => has("gpu") || has(api.name()),
+            }
+    }
+
+    /// Whether any GPU could be selected.
+    pub fn wants_gpus(&self) -> bool {
+        self.0.iter().any(|n| n != "cpu")
+    }
+
+    /// GPU APIs asked for by name.
+    pub fn named_gpu_apis(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|n| !matches!(n.as_str(), "cpu" | "gpu" | "all"))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A small deterministic generator of weights and activations in [-1, 1).
+struct Rng(u64);
+
+impl Rng {
+    fn fill(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                // xorshift64*
+                self.0 ^= self.0 >> 12;
+                self.0 ^= self.0 << 25;
+                self.0 ^= self.0 >> 27;
+                let r = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+                ((r >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+}
+
+/// One unit of the progress bar.
+struct Progress {
+    bar: ProgressBar,
+    /// Print a line per step when stderr is not a terminal (CI logs).
+    lines: bool,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        let tty = std::io::stderr().is_terminal();
+        let bar = ProgressBar::with_draw_target(
+            Some(total),
+            if tty {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        );
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Progress { bar, lines: !tty }
+    }
+
+    fn start(&self, msg: String) {
+        if self.lines {
+            eprintln!(
+                "[{}/{}] {msg}",
+                self.bar.position() + 1,
+                self.bar.length().unwrap_or(0)
+            );
+        }
+        self.bar.set_message(msg);
+    }
+
+    fn note(&self, msg: &str) {
+        self.bar.suspend(|| eprintln!("wattle bench: {msg}"));
+    }
+
+    fn inc(&self) {
+        self.bar.inc(1);
+    }
+}
+
+/// Runs the whole benchmark on the selected devices.
+pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
+    let system = SystemInfo::collect(rt);
+    let mut notes = Vec::new();
+    // Count the steps for the progress bar: one per roofline, one per figure, one for the peer.
+    let plan: Vec<(Device, ShapeSet)> = devices
+        .iter()
+        .map(|d| {
+            (
+                d.clone(),
+                cfg.shapes
+                    .clone()
+                    .unwrap_or_else(|| shapes_for(d, cfg.quick)),
+            )
+        })
+        .collect();
+    let figures: usize = plan
+        .iter()
+        .map(|(_, s)| s.ms.len() * cfg.dtypes.len() * cfg.modes.len())
+        .sum();
+    let total =
+        figures + if cfg.no_roofline { 0 } else { devices.len() } + usize::from(cfg.peer.is_some());
+    let progress = Progress::new(total as u64);
+
+    let mut roofline = Vec::new();
+    for dev in devices {
+        if cfg.no_roofline {
+            roofline.push(Roofline {
+                device: device_label(dev),
+                bandwidth_gb_per_s: None,
+                fma_gflops: None,
+                detail: "skipped (--no-roofline)".into(),
+            });
+            continue;
+        }
+        progress.start(format!("roofline {}", device_label(dev)));
+        roofline.push(measure_roofline(dev, cfg, &mut notes));
+        progress.inc();
+    }
+
+    let mut rows = Vec::new();
+    for ((dev, shapes), roof) in plan.iter().zip(&roofline) {
+        bench_device(rt, dev, shapes, roof, cfg, &progress, &mut rows, &mut notes);
+    }
+
+    if let Some(spec) = &cfg.peer {
+        progress.start(format!("peer {} ({})", spec.name, spec.path.display()));
+        match peer::run(spec, system.kernel_threads) {
+            Ok(figs) => {
+                let matched = attach_peer(&mut rows, &spec.name, &figs);
+                if matched == 0 {
+                    notes.push(format!(
+                        "peer {}: no figure matches these shapes (it runs {}×{} with batches {:?}; \
+                         run without --quick and shape overrides to compare)",
+                        spec.name, STANDARD.0, STANDARD.1, STANDARD.2
+                    ));
+                }
+            }
+            Err(e) => {
+                progress.note(&format!(
+                    "peer {} unavailable, continuing without it: {e}",
+                    spec.name
+                ));
+                notes.push(format!("peer {} unavailable: {e}", spec.name));
+            }
+        }
+        progress.inc();
+    }
+    progress.bar.finish_and_clear();
+    Report {
+        system,
+        quick: cfg.quick,
+        roofline,
+        rows,
+        notes,
+    }
+}
+
+/// Fills the peer columns of the CPU hot rows the peer measured; returns how many matched.
+pub fn attach_peer(rows: &mut [Row], name: &str, figs: &[PeerFigure]) -> usize {
+    let mut matched = 0;
+    for r in rows
+        .iter_mut()
+        .filter(|r| r.device_kind == "cpu" && r.mode == Mode::Hot)
+    {
+        let Ok(dtype) = r.dtype.parse::<DType>() else {
+            continue;
+        };
+        if let Some(us) = peer::lookup(figs, dtype, r.m, r.n, r.k) {
+            r.peer = Some(name.to_string());
+            r.peer_us = Some(us);
+            r.peer_ratio = Some(us / r.time.median_us);
+            matched += 1;
+        }
+    }
+    matched
+}
+
+fn measure_roofline(dev: &Device, cfg: &BenchConfig, notes: &mut Vec<String>) -> Roofline {
+    let label = device_label(dev);
+    if dev.is_cpu() {
+        let mut bw = if cfg.quick {
+            probe::BandwidthOptions::quick()
+        } else {
+            probe::BandwidthOptions::default()
+        };
+        if let Some(b) = cfg.probe_bytes {
+            bw.bytes = b;
+        }
+        let fma = if cfg.quick {
+            probe::FmaOptions::quick()
+        } else {
+            probe::FmaOptions::default()
+        };
+        let bw_report = probe::read_bandwidth_report(&bw);
+        let fma_report = probe::fma_peak_report(&fma);
+        let best_fma = fma_report
+            .iter()
+            .max_by(|a, b| a.gflops.total_cmp(&b.gflops))
+            .copied();
+        let best_bw = bw_report.best();
+        let mut detail = Vec::new();
+        if let Some(b) = best_bw {
+            detail.push(format!(
+                "read {} {} × {} threads over {} MiB",
+                b.pattern,
+                b.vector,
+                b.threads,
+                bw_report.bytes >> 20
+            ));
+        }
+        if let Some(f) = best_fma {
+            detail.push(format!("fma {} × {} threads", f.vector, f.threads));
+        }
+        if (bw_report.bytes as u64) < 4 * cfg.llc_bytes {
+            notes.push(format!(
+                "bandwidth probe buffer ({} MiB) is not much larger than the last-level cache \
+                 ({} MiB): the bandwidth roofline is a cache figure",
+                bw_report.bytes >> 20,
+                cfg.llc_bytes >> 20
+            ));
+        }
+        Roofline {
+            device: label,
+            bandwidth_gb_per_s: best_bw.map(|b| b.gb_per_s),
+            fma_gflops: best_fma.map(|f| f.gflops),
+            detail: detail.join("; "),
+        }
+    } else {
+        gpu_roofline(dev, label)
+    }
+}
+
+/// GPU ceilings from the GPU backend's probes.
+fn gpu_roofline(dev: &Device, label: String) -> Roofline {
+    let bw = wattle::internals::gpu_probe_bandwidth(dev);
+    let fma = wattle::internals::gpu_probe_fma(dev);
+    let mut detail = vec!["GPU probes (read kernel, FMA chains)".to_string()];
+    if let Err(e) = &bw {
+        detail.push(format!("bandwidth probe failed: {e}"));
+    }
+    if let Err(e) = &fma {
+        detail.push(format!("FMA probe failed: {e}"));
+    }
+    Roofline {
+        device: label,
+        bandwidth_gb_per_s: bw.ok().filter(|b| b.is_finite() && *b > 0.0),
+        fma_gflops: fma.ok().filter(|f| f.is_finite() && *f > 0.0),
+        detail: detail.join("; "),
+    }
+}
+
+/// Builds the weights of one (device, dtype, shape set): copy 0 serves hot mode, all of them
+/// cold mode. Host data is made once and converted; each copy is its own allocation.
+fn make_weights(
+    dev: &Device,
+    base: &[f32],
+    dtype: DType,
+    n: usize,
+    k: usize,
+    copies: usize,
+) -> wattle::Result<Vec<Tensor>> {
+    let w = Tensor::from_f32(base, &[n, k])?.quantize(dtype)?;
+    let bytes = w.to_bytes()?;
+    let mut out = Vec::with_capacity(copies);
+    out.push(w.to(dev)?);
+    for _ in 1..copies {
+        out.push(Tensor::from_bytes(dtype, &[n, k], &bytes)?.to(dev)?);
+    }
+    Ok(out)
+}
+
+/// Times `rt.matmul(x, w)` rotating over `weights`, synchronizing inside the timed region.
+fn time_matmul(
+    rt: &Runtime,
+    dev: &Device,
+    x: &Tensor,
+    weights: &[Tensor],
+    cfg: &BenchConfig,
+) -> wattle::Result<Vec<f64>> {
+    let mut next = 0usize;
+    let mut call = || -> wattle::Result<f64> {
+        let w = &weights[next % weights.len()];
+        next += 1;
+        let t0 = Instant::now();
+        let y = rt.matmul(x, w)?;
+        dev.synchronize()?;
+        let dt = t0.elapsed().as_secs_f64();
+        drop(y);
+        Ok(dt)
+    };
+    for _ in 0..cfg.warmup {
+        call()?;
+    }
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < cfg.min_reps
+        || (times.len() < cfg.max_reps && start.elapsed() < cfg.min_time)
+    {
+        times.push(call()?);
+    }
+    Ok(times)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_device(
+    rt: &Runtime,
+    dev: &Device,
+    shapes: &ShapeSet,
+    roof: &Roofline,
+    cfg: &BenchConfig,
+    progress: &Progress,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) {
+    let label = device_label(dev);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let base = rng.fill(shapes.n * shapes.k);
+    let per_dtype = shapes.ms.len() * cfg.modes.len();
+    for &dtype in &cfg.dtypes {
+        let weight_bytes = dtype_bytes(dtype, shapes.n, shapes.k);
+        let copies = if cfg.modes.contains(&Mode::Cold) {
+            cold_copies(weight_bytes, cfg.llc_bytes)
+        } else {
+            1
+        };
+        let weights = match make_weights(dev, &base, dtype, shapes.n, shapes.k, copies) {
+            Ok(w) => w,
+            Err(e) => {
+                let msg = format!("{label} {dtype}: cannot make weights: {e}");
+                progress.note(&msg);
+                notes.push(msg);
+                progress.bar.inc(per_dtype as u64);
+                continue;
+            }
+        };
+        'ms: for &m in &shapes.ms {
+            let shape = Shape {
+                m,
+                n: shapes.n,
+                k: shapes.k,
+            };
+            let x = match Tensor::from_f32(&rng.fill(m * shape.k), &[m, shape.k])
+                .and_then(|x| x.to(dev))
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    notes.push(format!("{label} {dtype} {shape}: cannot make x: {e}"));
+                    progress.bar.inc(cfg.modes.len() as u64);
+                    continue;
+                }
+            };
+            for (mi, &mode) in cfg.modes.iter().enumerate() {
+                progress.start(format!(
+                    "{} {dtype} {} {shape} {mode}",
+                    kind_name(dev),
+                    shape.phase()
+                ));
+                let used = match mode {
+                    Mode::Hot => &weights[..1],
+                    Mode::Cold => &weights[..],
+                };
+                let result = time_matmul(rt, dev, &x, used, cfg);
+                progress.inc();
+                let times = match result {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let msg = format!("{label} {dtype} {shape}: skipped: {e}");
+                        progress.note(&msg);
+                        notes.push(msg);
+                        // The error does not depend on the mode: skip the others of this m.
+                        progress.bar.inc((cfg.modes.len() - mi - 1) as u64);
+                        continue 'ms;
+                    }
+                };
+                let Some(time) = Summary::from_seconds(&times) else {
+                    continue;
+                };
+                let bytes = call_bytes(weight_bytes, shape);
+                let secs = time.median_us * 1e-6;
+                let gops = shape.flops() / secs / 1e9;
+                let att = roof.attainable(shape.flops() / bytes as f64);
+                rows.push(Row {
+                    device: label.clone(),
+                    device_kind: kind_name(dev),
+                    op: "matmul".into(),
+                    phase: shape.phase().into(),
+                    dtype: dtype.to_string(),
+                    m,
+                    n: shape.n,
+                    k: shape.k,
+                    mode,
+                    copies: used.len(),
+                    shape_note: shapes.label.clone(),
+                    time,
+                    bytes,
+                    gb_per_s: bytes as f64 / secs / 1e9,
+                    gops,
+                    roofline_pct: att.map(|(a, _)| 100.0 * gops / a),
+                    bound: att.map(|(_, b)| b.to_string()),
+                    peer: None,
+                    peer_us: None,
+                    peer_ratio: None,
+                });
+            }
+        }
+    }
+}
+
+/// Storage bytes of an `[n, k]` weight of `dtype`.
+pub fn dtype_bytes(dtype: DType, n: usize, k: usize) -> u64 {
+    (n * k / dtype.block_size() * dtype.block_bytes()) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cold_mode_rotates_more_than_twice_the_llc() {
+        let llc = 32u64 << 20;
+        // A 4096×14336 f32 weight (235 MB) already exceeds 2× LLC: still 2 copies.
+        assert_eq!(cold_copies(4096 * 14336 * 4, llc), 2);
+        // Exactly 2× LLC in one copy: 2 copies.
+        assert_eq!(cold_copies(2 * llc, llc), 2);
+        // 16 MiB copies: 5 copies = 80 MiB > 64 MiB.
+        assert_eq!(cold_copies(16 << 20, llc), 5);
+        for w in [1u64, 1000, 1 << 20, 7 << 20, 33 << 20, 64 << 20, 1 << 30] {
+            let c = cold_copies(w, llc) as u64;
+            assert!(c >= 2);
+            assert!(c * w > 2 * llc || c == 1 << 16, "{w} bytes × {c}");
+        }
+        // Tiny weights are capped.
+        assert_eq!(cold_copies(1, llc), 1 << 16);
+    }
+
+    #[test]
+    fn roofline_picks_the_lower_roof() {
+        let r = Roofline {
+            device: "cpu".into(),
+            bandwidth_gb_per_s: Some(80.0),
+            fma_gflops: Some(500.0),
+            detail: String::new(),
+        };
+        // Decode f32: ~0.5 flop/byte -> memory bound at 40 GFLOP/s.
+        assert_eq!(r.attainable(0.5), Some((40.0, "memory")));
+        // Prefill: 100 flop/byte -> compute bound.
+        assert_eq!(r.attainable(100.0), Some((500.0, "compute")));
+        let none = Roofline {
+            bandwidth_gb_per_s: None,
+            fma_gflops: None,
+            ..r
+        };
+        assert_eq!(none.attainable(1.0), None);
+    }
+
+    #[test]
+    fn shapes_and_bytes() {
+        let s = Shape {
+            m: 1,
+            n: 4096,
+            k: 14336,
+        };
+        assert_eq!(s.phase(), "decode");
+        assert_eq!(s.to_string(), "1×4096×14336");
+        assert_eq!(s.flops(), 2.0 * 4096.0 * 14336.0);
+        assert_eq!(dtype_bytes(DType::F16, 4096, 14336), 4096 * 14336 * 2);
+        assert_eq!(
+            call_bytes(100, Shape { m: 2, n: 3, k: 5 }),
+            100 + 4 * 10 + 4 * 6
+        );
+    }
+
+    #[test]
+    fn device_filters_parse() {
+        let f: DeviceFilter = "cpu, Vulkan".parse().unwrap();
+        assert_eq!(f.backends(), "cpu,vulkan");
+        assert_eq!(f.named_gpu_apis(), vec!["vulkan".to_string()]);
+        assert!("cuda"
+            .parse::<DeviceFilter>()
+            .unwrap_err()
+            .contains("unknown device"));
+        assert!(",".parse::<DeviceFilter>().is_err());
+        let rt = Runtime::with_backends("cpu").unwrap();
+        assert!(f.selects(&rt.cpu()));
+        assert!(!"gpu".parse::<DeviceFilter>().unwrap().selects(&rt.cpu()));
+    }
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!("HOT".parse::<Mode>(), Ok(Mode::Hot));
+        assert_eq!("cold".parse::<Mode>(), Ok(Mode::Cold));
+        assert!("warm".parse::<Mode>().is_err());
+    }
+}

@@ -1,0 +1,242 @@
+//! Peers: other libraries run on the same shapes (`--peer ggml=PATH`).
+//!
+//! A peer is a script such as `shared/peers/ggml-perf.sh`, run as `PATH matmul cpu`, printing one
+//! line per case:
+//! `MUL_MAT type_a=f32,type_b=f32,m=4096,n=1,k=14336 2870.53 us 81.8 GB/s`.
+//! ggml's `m` is the number of weight rows and `n` the batch, so its (m, n, k) is our (n, m, k).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use wattle::DType;
+
+/// A peer named on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// The peer's name (`ggml`).
+    pub name: String,
+    /// The script to run.
+    pub path: PathBuf,
+}
+
+impl FromStr for PeerSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, path) = s.split_once('=').ok_or_else(|| {
+            format!("`{s}`: expected NAME=PATH, e.g. ggml=../shared/peers/ggml-perf.sh")
+        })?;
+        let name = name.trim().to_ascii_lowercase();
+        if name != "ggml" {
+            return Err(format!(
+                "unknown peer `{name}` (known: ggml, run through a script like shared/peers/ggml-perf.sh)"
+            ));
+        }
+        if path.trim().is_empty() {
+            return Err(format!("`{s}`: the peer's PATH is empty"));
+        }
+        Ok(PeerSpec {
+            name,
+            path: PathBuf::from(path.trim()),
+        })
+    }
+}
+
+/// One matmul figure reported by the peer, in wattle's terms.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerFigure {
+    /// Weight dtype (ggml's `type_a`).
+    pub dtype: DType,
+    /// Batch: activation rows (ggml's `n`).
+    pub m: usize,
+    /// Output features: weight rows (ggml's `m`).
+    pub n: usize,
+    /// Reduction length.
+    pub k: usize,
+    /// Microseconds per run.
+    pub us: f64,
+}
+
+/// Parses one output line; `None` for lines that are not an F32-activation `MUL_MAT` figure.
+pub fn parse_line(line: &str) -> Option<PeerFigure> {
+    let mut tok = line.split_whitespace();
+    if tok.next()? != "MUL_MAT" {
+        return None;
+    }
+    let params = tok.next()?;
+    let us: f64 = tok.next()?.parse().ok()?;
+    if tok.next()? != "us" || !us.is_finite() || us <= 0.0 {
+        return None;
+    }
+    let (mut dtype, mut m, mut n, mut k) = (None, None, None, None);
+    for kv in params.split(',') {
+        let Some((key, val)) = kv.split_once('=') else {
+            continue;
+        };
+        match key {
+            "type_a" => dtype = val.parse::<DType>().ok(),
+            "type_b" if val != "f32" => return None,
+            "m" => n = val.parse().ok(),
+            "n" => m = val.parse().ok(),
+            "k" => k = val.parse().ok(),
+            _ => {}
+        }
+    }
+    Some(PeerFigure {
+        dtype: dtype?,
+        m: m?,
+        n: n?,
+        k: k?,
+        us,
+    })
+}
+
+/// Parses a peer's whole output, skipping lines that are not matmul figures.
+pub fn parse_output(out: &str) -> Vec<PeerFigure> {
+    out.lines().filter_map(parse_line).collect()
+}
+
+/// Runs the peer's matmul cases on the CPU with `threads` threads (`OMP_NUM_THREADS`). On
+/// failure the error holds the exit status and the peer's stderr.
+pub fn run(spec: &PeerSpec, threads: usize) -> Result<Vec<PeerFigure>, String> {
+    let out = Command::new(&spec.path)
+        .args(["matmul", "cpu"])
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `{}`: {e}", spec.path.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!(
+            "`{} matmul cpu` failed ({}){}",
+            spec.path.display(),
+            out.status,
+            if stderr.trim().is_empty() {
+                String::new()
+            } else {
+                format!(":\n{}", stderr.trim_end())
+            }
+        ));
+    }
+    let figs = parse_output(&stdout);
+    if figs.is_empty() {
+        return Err(format!(
+            "`{} matmul cpu` printed no MUL_MAT figures{}",
+            spec.path.display(),
+            if stderr.trim().is_empty() {
+                String::new()
+            } else {
+                format!("; its stderr:\n{}", stderr.trim_end())
+            }
+        ));
+    }
+    Ok(figs)
+}
+
+/// The peer's time for a case, if it measured one.
+pub fn lookup(figs: &[PeerFigure], dtype: DType, m: usize, n: usize, k: usize) -> Option<f64> {
+    figs.iter()
+        .find(|f| f.dtype == dtype && f.m == m && f.n == n && f.k == k)
+        .map(|f| f.us)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+MUL_MAT         type_a=f32,type_b=f32,m=4096,n=1,k=14336                                         2870.53 us     40.91 GFLOPS
+MUL_MAT         type_a=f32,type_b=f32,m=4096,n=512,k=14336                                      185000.00 us    325.04 GFLOPS
+MUL_MAT         type_a=q4_K,type_b=f32,m=4096,n=1,k=14336                                         512.3 us    229.2 GFLOPS
+MUL_MAT         type_a=f16,type_b=f16,m=4096,n=1,k=14336                                          999 us    1 GFLOPS
+FLASH_ATTN_EXT  hsk=128,hsv=128,nh=8,nr23=[4,1],kv=16384,nb=1                                     100.0 us  1 GB/s
+some warning line
+";
+
+    #[test]
+    fn ggml_lines_map_to_wattle_shapes() {
+        let f = parse_line(
+            "MUL_MAT         type_a=f32,type_b=f32,m=4096,n=1,k=14336          2870.53 us     40.91 GFLOPS",
+        )
+        .unwrap();
+        assert_eq!(
+            f,
+            PeerFigure {
+                dtype: DType::F32,
+                m: 1,
+                n: 4096,
+                k: 14336,
+                us: 2870.53
+            }
+        );
+    }
+
+    #[test]
+    fn whole_output_keeps_only_f32_activation_matmuls() {
+        let figs = parse_output(SAMPLE);
+        assert_eq!(figs.len(), 3);
+        assert_eq!(figs[1].m, 512);
+        assert_eq!(figs[2].dtype, DType::Q4_K);
+        assert_eq!(lookup(&figs, DType::F32, 512, 4096, 14336), Some(185000.0));
+        assert_eq!(lookup(&figs, DType::Q4_K, 1, 4096, 14336), Some(512.3));
+        assert_eq!(lookup(&figs, DType::F16, 1, 4096, 14336), None);
+        assert_eq!(lookup(&figs, DType::F32, 1, 1024, 1024), None);
+    }
+
+    #[test]
+    fn malformed_lines_are_skipped() {
+        for l in [
+            "",
+            "MUL_MAT",
+            "MUL_MAT type_a=f32,type_b=f32,m=4096,n=1,k=14336",
+            "MUL_MAT type_a=f32,type_b=f32,m=4096,n=1,k=14336 nan us",
+            "MUL_MAT type_a=f32,type_b=f32,m=4096,n=1,k=14336 12 ms",
+            "MUL_MAT type_a=zz9,type_b=f32,m=4096,n=1,k=14336 12 us",
+            "MUL_MAT type_a=f32,type_b=f32,m=4096,k=14336 12 us",
+        ] {
+            assert_eq!(parse_line(l), None, "{l:?}");
+        }
+    }
+
+    #[test]
+    fn peer_specs_parse_with_clear_errors() {
+        let p: PeerSpec = "ggml=/x/ggml-perf.sh".parse().unwrap();
+        assert_eq!(p.name, "ggml");
+        assert_eq!(p.path, PathBuf::from("/x/ggml-perf.sh"));
+        assert!("ggml"
+            .parse::<PeerSpec>()
+            .unwrap_err()
+            .contains("NAME=PATH"));
+        assert!("cuda=/x"
+            .parse::<PeerSpec>()
+            .unwrap_err()
+            .contains("unknown peer"));
+        assert!("ggml=".parse::<PeerSpec>().unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn failing_peer_reports_its_stderr() {
+        let dir = std::env::temp_dir().join(format!("wattle-peer-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("fail.sh");
+        std::fs::write(&script, "#!/bin/sh\necho 'no VNNI here' >&2\nexit 2\n").unwrap();
+        let failing = PeerSpec {
+            name: "ggml".into(),
+            path: script.clone(),
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let err = run(&failing, 1).unwrap_err();
+            assert!(err.contains("no VNNI here"), "{err}");
+            assert!(err.contains("failed"), "{err}");
+        }
+        let missing = PeerSpec {
+            name: "ggml".into(),
+            path: dir.join("does-not-exist.sh"),
+        };
+        assert!(run(&missing, 1).unwrap_err().contains("cannot run"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
