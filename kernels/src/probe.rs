@@ -65,6 +65,7 @@ pub enum Vector {
 impl Vector {
     /// Every width this CPU can run, narrowest first.
     pub fn supported() -> Vec<Vector> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut v = vec![Vector::Portable];
         #[cfg(target_arch = "x86_64")]
         {
@@ -397,7 +398,32 @@ fn prefetch(lines: &[Line], i: usize, hint: Hint) {
             }
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        let (d, keep) = match hint {
+            Hint::None => return,
+            Hint::T0(d) => (d, true),
+            Hint::Nta(d) => (d, false),
+        };
+        if let Some(l) = lines.get(i + d) {
+            let p = l as *const Line;
+            if keep {
+                // SAFETY: PRFM is a hint of the base AArch64 ISA (no feature to detect); it
+                // never faults, reads nothing architecturally and the address is inside `lines`.
+                unsafe {
+                    std::arch::asm!("prfm pldl1keep, [{p}]", p = in(reg) p,
+                        options(nostack, readonly, preserves_flags))
+                }
+            } else {
+                // SAFETY: as above (PRFM streaming hint, base AArch64, address inside `lines`).
+                unsafe {
+                    std::arch::asm!("prfm pldl1strm, [{p}]", p = in(reg) p,
+                        options(nostack, readonly, preserves_flags))
+                }
+            }
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (lines, i, hint);
     }
