@@ -18,6 +18,7 @@
 mod backend;
 mod device;
 mod error;
+pub mod gguf;
 mod host;
 mod runtime;
 mod tensor;

@@ -123,6 +123,11 @@ impl Tensor {
         storage_bytes(self.0.dtype, &self.0.shape).unwrap_or(0)
     }
 
+    /// True when the data views a memory-mapped file (a zero-copy GGUF tensor).
+    pub fn is_mapped(&self) -> bool {
+        self.host_buffer().is_some_and(|b| b.is_mapped())
+    }
+
     pub(crate) fn storage(&self) -> &Storage {
         &self.0.storage
     }

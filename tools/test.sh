@@ -44,6 +44,9 @@ if command -v rustup >/dev/null; then
   fi
 fi
 
+step "fetching the real test model (SmolLM2-135M Q4_1 GGUF)"
+tools/fetch-model.sh || echo "test.sh: could not fetch the model; its tests will say they skipped" >&2
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

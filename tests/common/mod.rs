@@ -86,3 +86,13 @@ pub fn devices_under_test(rt: &Runtime) -> Vec<Device> {
     }
     devs
 }
+
+/// Path of the SmolLM2-135M Q4_1 GGUF when it has been fetched (tools/test.sh does), looked up
+/// in `$WATTLE_MODELS` (default `$TMPDIR/wattle-models`).
+pub fn smollm2() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("WATTLE_MODELS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("wattle-models"));
+    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    p.exists().then_some(p)
+}
