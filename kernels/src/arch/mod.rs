@@ -47,6 +47,12 @@ pub(crate) unsafe trait Simd: Copy {
     unsafe fn load_f16(p: *const u16) -> Self::V;
     /// Loads `LANES` bfloat16 values (as raw bits) widened to f32.
     unsafe fn load_bf16(p: *const u16) -> Self::V;
+    /// Hints that the cache line at `p` will be read soon (may do nothing; `p` need not be
+    /// valid).
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        let _ = p;
+    }
 }
 
 /// Portable scalar "vectors" of one lane: runs the generic bodies everywhere.

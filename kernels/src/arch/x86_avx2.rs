@@ -63,6 +63,10 @@ unsafe impl Simd for Avx2 {
         let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
         _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
     }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        _mm_prefetch::<_MM_HINT_T1>(p.cast())
+    }
 }
 
 /// [`kernel::matvec`] on 8 lanes.

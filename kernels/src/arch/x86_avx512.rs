@@ -66,6 +66,10 @@ unsafe impl Simd for Avx512 {
         let h = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()));
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h))
     }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        _mm_prefetch::<_MM_HINT_T1>(p.cast())
+    }
 }
 
 /// [`kernel::matvec`] on 16 lanes.

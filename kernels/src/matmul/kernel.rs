@@ -128,6 +128,7 @@ impl PackBlock {
         assert!(self.p0 + self.kc <= self.k, "pack block past the row end");
         assert!(last_row * self.k <= len, "pack block past the matrix end");
         assert!(self.packed_len(panel) <= out_len, "pack buffer too short");
+        assert!(panel <= 64, "panels of at most 64 rows");
     }
 }
 
@@ -197,37 +198,61 @@ pub(crate) unsafe fn matvec<S: Simd, W: WElem>(x: &[f32], w: &[W], k: usize, y: 
 /// Packs block `b` of the row-major `[rows, k]` matrix `w` into panels of `nr` rows:
 /// `out[(panel · kc + p) · nr + r] = w[(r0 + panel · nr + r) · k + p0 + p]` as f32, zero past `rows`.
 ///
+/// The rows of a panel are read side by side, `LANES` columns at a time (`nr` streams in flight,
+/// not one short segment after another), and the same columns of the next `KC` block are
+/// prefetched, so the next call finds them in cache.
+///
 /// # Safety
-/// `b.check(w.len(), out.len(), nr)` holds; `S::LANES <= 16`; ISA features of `S` present.
+/// `b.check(w.len(), out.len(), nr)` holds (so `nr <= 64`); `S::LANES <= 16`; ISA features of
+/// `S` present.
 #[inline(always)]
 pub(crate) unsafe fn pack_w<S: Simd, W: WElem>(w: &[W], b: PackBlock, nr: usize, out: &mut [f32]) {
+    const MAX_NR: usize = 64;
     let l = S::LANES;
     let kv = b.kc - b.kc % l;
-    let mut tmp = [0.0f32; 16];
+    let next = b.kc.min(b.k - b.p0 - b.kc);
+    let mut tmp = [0.0f32; MAX_NR * 16];
+    let mut src = [w.as_ptr(); MAX_NR];
     let op = out.as_mut_ptr();
+    let line = (64 / std::mem::size_of::<W>()).max(1);
     for panel in 0..b.nr_rows.div_ceil(nr) {
         let base = op.add(panel * b.kc * nr);
-        for r in 0..nr {
-            let row = b.r0 + panel * nr + r;
-            if row >= b.rows || panel * nr + r >= b.nr_rows {
-                for p in 0..b.kc {
-                    *base.add(p * nr + r) = 0.0;
+        // Rows past the block read as zero: point them at nothing and mark them.
+        let live = nr
+            .min(b.nr_rows - panel * nr)
+            .min(b.rows.saturating_sub(b.r0 + panel * nr));
+        for (r, s) in src.iter_mut().enumerate().take(live) {
+            *s = w.as_ptr().add((b.r0 + panel * nr + r) * b.k + b.p0);
+        }
+        if live < nr {
+            tmp.fill(0.0);
+        }
+        let mut p = 0;
+        while p < kv {
+            for (r, &s) in src.iter().enumerate().take(live) {
+                S::store(tmp.as_mut_ptr().add(r * l), W::load::<S>(s.add(p)));
+                if next > p && (p % line) < l {
+                    S::prefetch(s.add(b.kc + p).cast());
                 }
-                continue;
             }
-            let src = w.as_ptr().add(row * b.k + b.p0);
-            let mut p = 0;
-            while p < kv {
-                S::store(tmp.as_mut_ptr(), W::load::<S>(src.add(p)));
-                for (q, &t) in tmp[..l].iter().enumerate() {
-                    *base.add((p + q) * nr + r) = t;
+            for q in 0..l {
+                let dst = base.add((p + q) * nr);
+                for r in 0..nr {
+                    *dst.add(r) = tmp[r * l + q];
                 }
-                p += l;
             }
-            while p < b.kc {
-                *base.add(p * nr + r) = (*src.add(p)).to_f32();
-                p += 1;
+            p += l;
+        }
+        while p < b.kc {
+            let dst = base.add(p * nr);
+            for r in 0..nr {
+                *dst.add(r) = if r < live {
+                    (*src[r].add(p)).to_f32()
+                } else {
+                    0.0
+                };
             }
+            p += 1;
         }
     }
 }
