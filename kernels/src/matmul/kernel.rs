@@ -245,12 +245,8 @@ pub(crate) unsafe fn pack_w<S: Simd, W: WElem>(w: &[W], b: PackBlock, nr: usize,
         }
         while p < b.kc {
             let dst = base.add(p * nr);
-            for r in 0..nr {
-                *dst.add(r) = if r < live {
-                    (*src[r].add(p)).to_f32()
-                } else {
-                    0.0
-                };
+            for (r, &s) in src.iter().enumerate().take(nr) {
+                *dst.add(r) = if r < live { (*s.add(p)).to_f32() } else { 0.0 };
             }
             p += 1;
         }
