@@ -65,8 +65,9 @@ impl Runtime {
             .collect()
     }
 
-    /// `y = x · wᵀ`: `x` `[m, k]` F32 or F16, `w` `[n, k]` -> `y` `[m, n]` F32, on the device
-    /// holding both.
+    /// `y = x · wᵀ`: `x` `[m, k]` F32 or F16, `w` `[n, k]` of any weight dtype (F32, F16, BF16,
+    /// Q8_0, Q4_0, Q4_1, Q4_K, Q6_K) -> `y` `[m, n]` F32, on the device holding both.
+    /// Quantized weights multiply activations quantized on the fly to Q8_0 or Q8_K, as ggml does.
     pub fn matmul(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         let (m, n, k) = check_matmul(x, w)?;
         match x.device().backend() {
@@ -106,7 +107,7 @@ fn check_matmul(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
             dtype: x.dtype(),
         });
     }
-    if !matches!(w.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+    if w.dtype() == DType::Q8_K {
         return Err(Error::UnsupportedDType {
             op: "matmul",
             dtype: w.dtype(),

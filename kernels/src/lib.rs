@@ -10,6 +10,7 @@ pub mod isa;
 pub mod matmul;
 pub mod pool;
 pub mod probe;
+pub mod qmatmul;
 pub mod quant;
 
 pub use dtype::{DType, ParseDTypeError};

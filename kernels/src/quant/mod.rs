@@ -25,7 +25,7 @@ pub use q8_k::BlockQ8K;
 pub const QK_K: usize = 256;
 
 /// One ggml block format: its layout and scalar reference conversions.
-pub trait BlockFormat: bytemuck::Pod {
+pub trait BlockFormat: bytemuck::Pod + Send + Sync {
     /// The dtype this block stores.
     const DTYPE: DType;
     /// Values per block.
@@ -36,18 +36,33 @@ pub trait BlockFormat: bytemuck::Pod {
     fn dequantize_ref(blocks: &[Self], out: &mut [f32]);
 }
 
+/// A weight format: multiplied against activations quantized to `Act` (Q8_0 or Q8_K, as ggml).
+pub trait WeightFormat: BlockFormat {
+    /// The activation block format, of the same block length.
+    type Act: BlockFormat;
+    /// Scalar reference dot product of one row of weight blocks with one row of activation
+    /// blocks (integer sums per block, scales applied in f32).
+    fn dot_ref(w: &[Self], a: &[Self::Act]) -> f32;
+}
+
 macro_rules! verify_block_size {
     ($t:ty, $d:expr) => {
         const _: () =
             assert!(std::mem::size_of::<$t>() == <$t as BlockFormat>::DTYPE.block_bytes());
         const _: () = assert!(<$t as BlockFormat>::BLOCK == $d.block_size());
     };
+    ($t:ty, $d:expr, weight) => {
+        verify_block_size!($t, $d);
+        const _: () = assert!(
+            <$t as BlockFormat>::BLOCK == <<$t as WeightFormat>::Act as BlockFormat>::BLOCK
+        );
+    };
 }
-verify_block_size!(BlockQ8_0, DType::Q8_0);
-verify_block_size!(BlockQ4_0, DType::Q4_0);
-verify_block_size!(BlockQ4_1, DType::Q4_1);
-verify_block_size!(BlockQ4K, DType::Q4_K);
-verify_block_size!(BlockQ6K, DType::Q6_K);
+verify_block_size!(BlockQ8_0, DType::Q8_0, weight);
+verify_block_size!(BlockQ4_0, DType::Q4_0, weight);
+verify_block_size!(BlockQ4_1, DType::Q4_1, weight);
+verify_block_size!(BlockQ4K, DType::Q4_K, weight);
+verify_block_size!(BlockQ6K, DType::Q6_K, weight);
 verify_block_size!(BlockQ8K, DType::Q8_K);
 
 /// Why a conversion was refused.

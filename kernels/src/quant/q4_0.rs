@@ -52,3 +52,19 @@ impl BlockFormat for BlockQ4_0 {
         }
     }
 }
+
+impl super::WeightFormat for BlockQ4_0 {
+    type Act = super::BlockQ8_0;
+
+    /// ggml `ggml_vec_dot_q4_0_q8_0_generic`: Σ d_w·d_x·Σ (q_w − 8)·q_x.
+    fn dot_ref(w: &[Self], a: &[super::BlockQ8_0]) -> f32 {
+        w.iter().zip(a).fold(0.0, |acc, (w, a)| {
+            let mut s = 0i32;
+            for j in 0..16 {
+                s += ((w.qs[j] & 0xF) as i32 - 8) * a.qs[j] as i32;
+                s += ((w.qs[j] >> 4) as i32 - 8) * a.qs[j + 16] as i32;
+            }
+            acc + s as f32 * (w.d.to_f32() * a.d.to_f32())
+        })
+    }
+}

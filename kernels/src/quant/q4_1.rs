@@ -55,3 +55,22 @@ impl BlockFormat for BlockQ4_1 {
         }
     }
 }
+
+impl super::WeightFormat for BlockQ4_1 {
+    type Act = super::BlockQ8_0;
+
+    /// Σ d_w·d_x·Σ q_w·q_x + m_w·d_x·Σ q_x (ggml pairs Q4_1 with Q8_1, which carries d_x·Σ q_x;
+    /// here the sum is taken from the Q8_0 block).
+    fn dot_ref(w: &[Self], a: &[super::BlockQ8_0]) -> f32 {
+        w.iter().zip(a).fold(0.0, |acc, (w, a)| {
+            let mut s = 0i32;
+            for j in 0..16 {
+                s += (w.qs[j] & 0xF) as i32 * a.qs[j] as i32;
+                s += (w.qs[j] >> 4) as i32 * a.qs[j + 16] as i32;
+            }
+            let sx: i32 = a.qs.iter().map(|&q| q as i32).sum();
+            let dx = a.d.to_f32();
+            acc + s as f32 * (w.d.to_f32() * dx) + w.m.to_f32() * (dx * sx as f32)
+        })
+    }
+}

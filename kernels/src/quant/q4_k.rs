@@ -217,3 +217,29 @@ impl BlockFormat for BlockQ4K {
         }
     }
 }
+
+impl super::WeightFormat for BlockQ4K {
+    type Act = super::BlockQ8K;
+
+    /// ggml `ggml_vec_dot_q4_K_q8_K_generic`: per super-block
+    /// d_x·d·Σ_j sc_j·Σ q_w·q_x − d_x·dmin·Σ_j m_j·(Σ q_x over sub-block j).
+    fn dot_ref(w: &[Self], a: &[super::BlockQ8K]) -> f32 {
+        w.iter().zip(a).fold(0.0, |acc, (w, a)| {
+            let (mut sumi, mut summ) = (0i32, 0i32);
+            for j in 0..8 {
+                let (sc, m) = scale_min_k4(j, &w.scales);
+                let q = &w.qs[32 * (j / 2)..32 * (j / 2) + 32];
+                let x = &a.qs[32 * j..32 * j + 32];
+                let shift = 4 * (j % 2);
+                let s: i32 = q
+                    .iter()
+                    .zip(x)
+                    .map(|(&q, &x)| ((q >> shift) & 0xF) as i32 * x as i32)
+                    .sum();
+                sumi += sc as i32 * s;
+                summ += m as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32);
+            }
+            acc + a.d * w.d.to_f32() * sumi as f32 - a.d * w.dmin.to_f32() * summ as f32
+        })
+    }
+}

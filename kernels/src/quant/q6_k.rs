@@ -149,3 +149,31 @@ impl BlockFormat for BlockQ6K {
         }
     }
 }
+
+impl super::WeightFormat for BlockQ6K {
+    type Act = super::BlockQ8K;
+
+    /// ggml `ggml_vec_dot_q6_K_q8_K_generic`: d_x·d·Σ_j scale_j·Σ (q_w − 32)·q_x.
+    fn dot_ref(w: &[Self], a: &[super::BlockQ8K]) -> f32 {
+        w.iter().zip(a).fold(0.0, |acc, (w, a)| {
+            let mut q = [0i32; QK_K];
+            for h in 0..2 {
+                let (ql, qh) = (&w.ql[64 * h..], &w.qh[32 * h..]);
+                let q = &mut q[128 * h..];
+                for i in 0..32 {
+                    q[i] = ((ql[i] & 0xF) | ((qh[i] & 3) << 4)) as i32 - 32;
+                    q[i + 32] = ((ql[i + 32] & 0xF) | (((qh[i] >> 2) & 3) << 4)) as i32 - 32;
+                    q[i + 64] = ((ql[i] >> 4) | (((qh[i] >> 4) & 3) << 4)) as i32 - 32;
+                    q[i + 96] = ((ql[i + 32] >> 4) | (((qh[i] >> 6) & 3) << 4)) as i32 - 32;
+                }
+            }
+            let sumi: i32 = (0..QK_K / 16)
+                .map(|j| {
+                    let s: i32 = (16 * j..16 * j + 16).map(|i| q[i] * a.qs[i] as i32).sum();
+                    w.scales[j] as i32 * s
+                })
+                .sum();
+            acc + a.d * w.d.to_f32() * sumi as f32
+        })
+    }
+}

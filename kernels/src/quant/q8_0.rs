@@ -42,3 +42,19 @@ impl BlockFormat for BlockQ8_0 {
         }
     }
 }
+
+impl super::WeightFormat for BlockQ8_0 {
+    type Act = BlockQ8_0;
+
+    /// ggml `ggml_vec_dot_q8_0_q8_0_generic`: Σ d_w·d_x·Σ q_w·q_x.
+    fn dot_ref(w: &[Self], a: &[BlockQ8_0]) -> f32 {
+        w.iter().zip(a).fold(0.0, |acc, (w, a)| {
+            let s: i32 =
+                w.qs.iter()
+                    .zip(&a.qs)
+                    .map(|(&p, &q)| p as i32 * q as i32)
+                    .sum();
+            acc + s as f32 * (w.d.to_f32() * a.d.to_f32())
+        })
+    }
+}

@@ -9,6 +9,7 @@ use half::{bf16, f16};
 use std::sync::OnceLock;
 use wattle_kernels::matmul::Weights;
 use wattle_kernels::pool::ThreadPool;
+use wattle_kernels::qmatmul::qmatmul;
 use wattle_kernels::Isa;
 
 pub(crate) struct CpuBackend {
@@ -74,10 +75,21 @@ impl CpuBackend {
                 })
             }
         };
+        let mut y = HostBuffer::zeroed(m * n * 4);
         let weights = match w.dtype() {
             DType::F32 => Weights::F32(wb.typed()),
             DType::F16 => Weights::F16(wb.typed::<f16>()),
             DType::BF16 => Weights::BF16(wb.typed::<bf16>()),
+            wt @ (DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q4_K | DType::Q6_K) => {
+                let out = y.typed_mut();
+                qmatmul(self.isa, self.pool, xs, wt, wb.bytes(), out, m, n, k);
+                return Ok(Tensor::from_storage(
+                    Storage::Host(y),
+                    DType::F32,
+                    &[m, n],
+                    device(),
+                ));
+            }
             dtype => {
                 return Err(Error::UnsupportedDType {
                     op: "matmul",
@@ -85,7 +97,6 @@ impl CpuBackend {
                 })
             }
         };
-        let mut y = HostBuffer::zeroed(m * n * 4);
         wattle_kernels::matmul::matmul(self.isa, self.pool, xs, weights, y.typed_mut(), m, n, k);
         Ok(Tensor::from_storage(
             Storage::Host(y),
