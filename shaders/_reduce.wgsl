@@ -1,6 +1,7 @@
-// Row-wise sums across a workgroup: every invocation holds MAXM partial sums (one per x row);
-// reduce_rows returns the full sum of row `lid` to invocations lid < MAXM. Needs `WG` (workgroup
-// size override, a power of two <= MAX_WG) and `MAXM` from the including kernel.
+// Row-wise sums across a workgroup: every invocation holds MAXM partial sums (one per x row), of
+// which the first mc are in use (mc <= MAXM, uniform across the workgroup); reduce_rows returns
+// the full sum of row `lid` to invocations lid < mc. Needs `WG` (workgroup size override, a power
+// of two <= MAX_WG) and `MAXM` from the including kernel.
 // Call from uniform control flow: it contains barriers.
 
 const MAX_WG: u32 = 256u;
@@ -11,8 +12,8 @@ const MAX_WG: u32 = 256u;
 const MAX_SG: u32 = 64u;
 var<workgroup> red: array<f32, MAXM * MAX_SG>;
 
-fn reduce_rows(acc: array<f32, MAXM>, lid: u32, sg_lane: u32, sg_id: u32, n_sg: u32) -> f32 {
-    for (var i = 0u; i < MAXM; i++) {
+fn reduce_rows(acc: array<f32, MAXM>, mc: u32, lid: u32, sg_lane: u32, sg_id: u32, n_sg: u32) -> f32 {
+    for (var i = 0u; i < mc; i++) {
         let t = subgroupAdd(acc[i]);
         if (sg_lane == 0u) {
             red[i * MAX_SG + sg_id] = t;
@@ -20,7 +21,7 @@ fn reduce_rows(acc: array<f32, MAXM>, lid: u32, sg_lane: u32, sg_id: u32, n_sg: 
     }
     workgroupBarrier();
     var s = 0.0;
-    if (lid < MAXM) {
+    if (lid < mc) {
         for (var j = 0u; j < n_sg; j++) {
             s += red[lid * MAX_SG + j];
         }
@@ -31,21 +32,21 @@ fn reduce_rows(acc: array<f32, MAXM>, lid: u32, sg_lane: u32, sg_id: u32, n_sg: 
 // Workgroup-memory variant: a tree over WG slots, log2(WG) steps derived from the override.
 var<workgroup> red: array<f32, MAXM * MAX_WG>;
 
-fn reduce_rows(acc: array<f32, MAXM>, lid: u32) -> f32 {
+fn reduce_rows(acc: array<f32, MAXM>, mc: u32, lid: u32) -> f32 {
     for (var i = 0u; i < MAXM; i++) {
         red[i * MAX_WG + lid] = acc[i];
     }
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s = s / 2u) {
         if (lid < s) {
-            for (var i = 0u; i < MAXM; i++) {
+            for (var i = 0u; i < mc; i++) {
                 red[i * MAX_WG + lid] += red[i * MAX_WG + lid + s];
             }
         }
         workgroupBarrier();
     }
     var r = 0.0;
-    if (lid < MAXM) {
+    if (lid < mc) {
         r = red[lid * MAX_WG];
     }
     return r;

@@ -39,6 +39,7 @@ fn matvec(
     let live = r < p.n_rows;
     let mc = min(p.m_count, MAXM);
     let k = p.k;
+    // Constant-bound loops over acc (guarded by i < mc) keep it in registers once unrolled.
     var acc: array<f32, MAXM>;
     if (live) {
         let wrow = r * k;
@@ -48,14 +49,18 @@ fn matvec(
             let e = 2u * q;
 #ifdef F16_MATH
             let wv = w2h(wrow + e);
-            for (var i = 0u; i < mc; i++) {
-                let pr = wv * x2h(xrow + i * k + e);
-                acc[i] += f32(pr.x) + f32(pr.y);
+            for (var i = 0u; i < MAXM; i++) {
+                if (i < mc) {
+                    let pr = wv * x2h(xrow + i * k + e);
+                    acc[i] += f32(pr.x) + f32(pr.y);
+                }
             }
 #else
             let wv = w2(wrow + e);
-            for (var i = 0u; i < mc; i++) {
-                acc[i] += dot(wv, x2(xrow + i * k + e));
+            for (var i = 0u; i < MAXM; i++) {
+                if (i < mc) {
+                    acc[i] += dot(wv, x2(xrow + i * k + e));
+                }
             }
 #endif
         }
@@ -68,9 +73,9 @@ fn matvec(
         }
     }
 #ifdef SG
-    let s = reduce_rows(acc, lid, sg_lane, sg_id, n_sg);
+    let s = reduce_rows(acc, mc, lid, sg_lane, sg_id, n_sg);
 #else
-    let s = reduce_rows(acc, lid);
+    let s = reduce_rows(acc, mc, lid);
 #endif
     if (live && lid < mc) {
         y[(p.m_base + lid) * p.n + p.y_col0 + r] = s;

@@ -213,3 +213,78 @@ fn real_model_when_present() {
     let rms = (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
     assert!(rms > 1e-3 && rms < 1.0, "weights look wrong: rms {rms}");
 }
+
+/// Thousands of mutated and truncated images of a valid file: every one parses or gives
+/// `Error::Gguf`, and every tensor of those that parse can be read — never a panic.
+#[test]
+fn mutated_files_never_panic() {
+    let mut rng = Rng::new(11);
+    let mut w = GgufWriter::new();
+    for (k, v) in every_value() {
+        w.set(&k, v);
+    }
+    w.add_tensor(
+        "a",
+        &Tensor::from_f32(&rng.vec(64), &[2, 32])
+            .unwrap()
+            .quantize(DType::Q4_0)
+            .unwrap(),
+    )
+    .unwrap();
+    w.add_tensor(
+        "b",
+        &Tensor::from_f32(&rng.vec(256), &[256])
+            .unwrap()
+            .quantize(DType::Q6_K)
+            .unwrap(),
+    )
+    .unwrap();
+    w.add_tensor("c", &Tensor::from_f32(&rng.vec(12), &[3, 4]).unwrap())
+        .unwrap();
+    let mut good = Vec::new();
+    w.write_to(&mut good).unwrap();
+    let (mut parsed, mut refused) = (0, 0);
+    for trial in 0..5000u64 {
+        let mut b = good.clone();
+        match trial % 4 {
+            0 => b.truncate((rng.next_u64() as usize) % good.len()),
+            1 => {
+                // A few random bytes anywhere.
+                for _ in 0..1 + rng.next_u64() % 4 {
+                    let i = (rng.next_u64() as usize) % b.len();
+                    b[i] = rng.next_u64() as u8;
+                }
+            }
+            2 => {
+                // A random 8-byte word: lengths, counts, offsets.
+                let i = (rng.next_u64() as usize) % (b.len() - 8);
+                let v = [0, 1, u64::MAX, 1 << 40, rng.next_u64(), 255, 1 << 31]
+                    [(rng.next_u64() % 7) as usize];
+                b[i..i + 8].copy_from_slice(&v.to_le_bytes());
+            }
+            _ => {
+                // A random u32 in the header region: types, dims, versions.
+                let i = (rng.next_u64() as usize) % (b.len().min(1200) - 4);
+                let v = (rng.next_u64() % 40) as u32;
+                b[i..i + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        match GgufFile::from_bytes(&b) {
+            Ok(f) => {
+                parsed += 1;
+                for t in f.tensors().to_vec() {
+                    let _ = f.tensor_bytes(&t).len();
+                    if let Ok(t) = f.tensor(&t.name) {
+                        let _ = t.to_f32_vec();
+                    }
+                }
+            }
+            Err(Error::Gguf(_)) => refused += 1,
+            Err(e) => panic!("trial {trial}: unexpected error kind {e:?}"),
+        }
+    }
+    assert!(
+        parsed > 100 && refused > 1000,
+        "parsed {parsed}, refused {refused}"
+    );
+}

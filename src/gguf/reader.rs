@@ -149,11 +149,23 @@ impl GgufFile {
         // SAFETY: the file is mapped read-only; like every mmap reader (ggml's included) we rely on
         // the file not being truncated or rewritten while mapped.
         let map = unsafe { memmap2::Mmap::map(&file)? };
-        GgufFile::parse(Arc::new(map))
+        let len = map.len();
+        GgufFile::parse(Arc::new(map), len)
     }
 
-    fn parse(map: Arc<memmap2::Mmap>) -> Result<GgufFile> {
-        let mut c = Cursor { buf: &map, pos: 0 };
+    /// Parses a GGUF image held in memory (copied into an anonymous mapping).
+    pub fn from_bytes(bytes: &[u8]) -> Result<GgufFile> {
+        let mut anon = memmap2::MmapMut::map_anon(bytes.len().max(1))?;
+        anon[..bytes.len()].copy_from_slice(bytes);
+        let map = anon.make_read_only()?;
+        GgufFile::parse(Arc::new(map), bytes.len())
+    }
+
+    fn parse(map: Arc<memmap2::Mmap>, len: usize) -> Result<GgufFile> {
+        let mut c = Cursor {
+            buf: &map[..len],
+            pos: 0,
+        };
         let magic = c.u32()?;
         if magic != MAGIC {
             return Err(bad(format!("not a GGUF file (magic {magic:#010x})")));
@@ -249,7 +261,7 @@ impl GgufFile {
             let end = (data_start as u64)
                 .checked_add(t.offset)
                 .and_then(|s| s.checked_add(t.size as u64));
-            if end.is_none_or(|e| e > map.len() as u64) {
+            if end.is_none_or(|e| e > len as u64) {
                 return Err(bad(format!(
                     "tensor `{}`: data ({} bytes at {}) runs past the end of the file",
                     t.name, t.size, t.offset

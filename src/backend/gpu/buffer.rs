@@ -174,14 +174,16 @@ impl Ctx {
         } else {
             (bytes.len() / row_bytes, row_bytes)
         };
-        let buf = self.alloc_rows("tensor", rows, row_bytes)?;
-        for c in &buf.chunks {
-            let data = &bytes[c.row0 * row_bytes..c.row0 * row_bytes + c.len];
-            for (i, piece) in data.chunks(STAGING_BYTES as usize).enumerate() {
-                self.write_piece(&c.buf, i as u64 * STAGING_BYTES, piece)?;
+        self.scoped("upload", || {
+            let buf = self.alloc_rows("tensor", rows, row_bytes)?;
+            for c in &buf.chunks {
+                let data = &bytes[c.row0 * row_bytes..c.row0 * row_bytes + c.len];
+                for (i, piece) in data.chunks(STAGING_BYTES as usize).enumerate() {
+                    self.write_piece(&c.buf, i as u64 * STAGING_BYTES, piece)?;
+                }
             }
-        }
-        Ok(buf)
+            Ok(buf)
+        })
     }
 
     /// Writes one piece (≤ STAGING_BYTES) at `offset` of `dst` through a pooled staging buffer.

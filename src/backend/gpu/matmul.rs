@@ -273,11 +273,14 @@ impl GpuBackend {
         };
         u32_of("k", k)?;
         u32_of("n", n)?;
-        let y = self.ctx.alloc_rows("matmul output", m, n * 4)?;
-        if m > 0 && n > 0 {
-            let launch = self.launch(v)?;
-            self.run(&launch, v, xb, wb, &y, n, k)?;
-        }
+        let launch = self.launch(v)?;
+        let y = self.ctx.scoped("matmul", || {
+            let y = self.ctx.alloc_rows("matmul output", m, n * 4)?;
+            if m > 0 && n > 0 {
+                self.run(&launch, v, xb, wb, &y, n, k)?;
+            }
+            Ok(y)
+        })?;
         Ok(Tensor::from_storage(
             Storage::Gpu(y),
             DType::F32,

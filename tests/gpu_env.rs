@@ -1,0 +1,55 @@
+//! The environment switches of the GPU backend: `WATTLE_GPU_NO_SUBGROUPS`, `WATTLE_GPU_NO_F16`
+//! and `WATTLE_GPU_MAX_BINDING_BYTES`, read when the devices are opened. One test function, as
+//! the environment is process-wide.
+
+use wattle::internals::Reduce;
+use wattle::internals::{gpu_chunk_count, gpu_matmul_choice};
+use wattle::{DType, Error, Runtime, Tensor};
+
+fn values(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+        .collect()
+}
+
+#[test]
+fn switches_force_fallbacks_and_splits() {
+    std::env::set_var("WATTLE_GPU_MAX_BINDING_BYTES", "nonsense");
+    assert!(matches!(Runtime::new(), Err(Error::InvalidArgument(_))));
+
+    std::env::set_var("WATTLE_GPU_NO_SUBGROUPS", "1");
+    std::env::set_var("WATTLE_GPU_NO_F16", "1");
+    std::env::set_var("WATTLE_GPU_MAX_BINDING_BYTES", "2048");
+    let rt = Runtime::new().unwrap();
+    let gpus = rt.gpus();
+    if gpus.is_empty() && std::env::var("WATTLE_ALLOW_NO_GPU").as_deref() != Ok("1") {
+        panic!("no GPU adapter found (set WATTLE_ALLOW_NO_GPU=1 to allow)");
+    }
+    let (m, n, k) = (10, 50, 40);
+    let xv = values(m * k);
+    let wv = values(n * k);
+    let x = Tensor::from_f32(&xv, &[m, k])
+        .unwrap()
+        .quantize(DType::F16)
+        .unwrap();
+    let w = Tensor::from_f32(&wv, &[n, k])
+        .unwrap()
+        .quantize(DType::F16)
+        .unwrap();
+    let want = rt.matmul(&x, &w).unwrap().to_f32_vec().unwrap();
+    for dev in gpus {
+        for mm in [1, 9] {
+            let v = gpu_matmul_choice(&dev, mm, DType::F16, DType::F16).unwrap();
+            assert_eq!(v.reduce, Reduce::Workgroup, "{dev}");
+            assert!(!v.f16_math, "{dev}");
+        }
+        let wg = w.to(&dev).unwrap();
+        // 50 rows × 80 bytes in 2 KiB bindings.
+        assert_eq!(gpu_chunk_count(&wg), Some(2));
+        let y = rt.matmul(&x.to(&dev).unwrap(), &wg).unwrap();
+        let got = y.to_f32_vec().unwrap();
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{dev}: {a} vs {b}");
+        }
+    }
+}
