@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release -p wattle-kernels --example matmul_speed [-- decode|prefill|peak ...]
 //! ```
-//! `m=NUM` adds a run with that many activation rows. `WATTLE_THREADS` sizes the pool,
+//! `m=NUM` adds a run with that many activation rows; `f32`, `f16`, `bf16` pick dtypes. `WATTLE_THREADS` sizes the pool,
 //! `WATTLE_CPU_ISA` forces a path.
 
 use half::{bf16, f16};
@@ -60,6 +60,14 @@ fn main() {
         .iter()
         .filter_map(|a| a.strip_prefix("m=")?.parse().ok())
         .collect();
+    let dtypes: Vec<&str> = ["f32", "f16", "bf16"]
+        .into_iter()
+        .filter(|d| args.iter().any(|a| a == d))
+        .collect();
+    let args: Vec<String> = args
+        .into_iter()
+        .filter(|a| !["f32", "f16", "bf16"].contains(&a.as_str()))
+        .collect();
     let want = |s: &str| args.is_empty() || args.iter().any(|a| a == s);
     let isa = match wattle_kernels::isa::selected() {
         Ok(i) => i,
@@ -95,7 +103,12 @@ fn main() {
     };
     let wf: Vec<f32> = (0..N * K).map(|_| rnd()).collect();
     let x: Vec<f32> = (0..512 * K).map(|_| rnd()).collect();
-    for dt in ["f32", "f16", "bf16"] {
+    let dtypes = if dtypes.is_empty() {
+        vec!["f32", "f16", "bf16"]
+    } else {
+        dtypes
+    };
+    for dt in dtypes {
         let (wh, wb): (Vec<f16>, Vec<bf16>) = match dt {
             "f16" => (wf.iter().map(|&v| f16::from_f32(v)).collect(), Vec::new()),
             "bf16" => (Vec::new(), wf.iter().map(|&v| bf16::from_f32(v)).collect()),

@@ -69,6 +69,18 @@ unsafe impl Simd for Neon {
     unsafe fn load_bf16(p: *const u16) -> float32x4_t {
         vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(p)))
     }
+    #[inline(always)]
+    unsafe fn transpose(v: &mut [float32x4_t]) {
+        let v: &mut [float32x4_t; 4] = v.try_into().expect("4 rows");
+        let t0 = vreinterpretq_f64_f32(vtrn1q_f32(v[0], v[1]));
+        let t1 = vreinterpretq_f64_f32(vtrn2q_f32(v[0], v[1]));
+        let t2 = vreinterpretq_f64_f32(vtrn1q_f32(v[2], v[3]));
+        let t3 = vreinterpretq_f64_f32(vtrn2q_f32(v[2], v[3]));
+        v[0] = vreinterpretq_f32_f64(vtrn1q_f64(t0, t2));
+        v[1] = vreinterpretq_f32_f64(vtrn1q_f64(t1, t3));
+        v[2] = vreinterpretq_f32_f64(vtrn2q_f64(t0, t2));
+        v[3] = vreinterpretq_f32_f64(vtrn2q_f64(t1, t3));
+    }
 }
 
 /// [`kernel::matvec`] on 4 lanes.
@@ -77,10 +89,10 @@ unsafe fn matvec_tf<W: WElem>(x: &[f32], w: &[W], k: usize, y: &mut [f32]) {
     kernel::matvec::<Neon, W>(x, w, k, y)
 }
 
-/// [`kernel::pack_w`] on 4 lanes.
+/// [`kernel::pack`] on 4 lanes.
 #[target_feature(enable = "neon")]
-unsafe fn pack_w_tf<W: WElem>(w: &[W], b: PackBlock, nr: usize, out: &mut [f32]) {
-    kernel::pack_w::<Neon, W>(w, b, nr, out)
+unsafe fn pack_tf<W: WElem>(w: &[W], b: PackBlock, nr: usize, prefetch: bool, out: &mut [f32]) {
+    kernel::pack::<Neon, W>(w, b, nr, prefetch, out)
 }
 
 /// [`kernel::micro`] with the `MR × NV·4` NEON tile.

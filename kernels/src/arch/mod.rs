@@ -47,6 +47,8 @@ pub(crate) unsafe trait Simd: Copy {
     unsafe fn load_f16(p: *const u16) -> Self::V;
     /// Loads `LANES` bfloat16 values (as raw bits) widened to f32.
     unsafe fn load_bf16(p: *const u16) -> Self::V;
+    /// Transposes the `LANES × LANES` block held in `v[..LANES]` (row `i` = `v[i]`) in place.
+    unsafe fn transpose(v: &mut [Self::V]);
     /// Hints that the cache line at `p` will be read soon (may do nothing; `p` need not be
     /// valid).
     #[inline(always)]
@@ -101,6 +103,8 @@ unsafe impl Simd for Scalar {
     unsafe fn load_bf16(p: *const u16) -> f32 {
         f32::from_bits(u32::from(*p) << 16)
     }
+    #[inline(always)]
+    unsafe fn transpose(_: &mut [f32]) {}
 }
 
 impl MatmulKernels for Scalar {
@@ -122,7 +126,13 @@ impl MatmulKernels for Scalar {
     fn pack_w<W: WElem>(self, w: &[W], b: PackBlock, out: &mut [f32]) {
         b.check(w.len(), out.len(), Self::NR);
         // SAFETY: block checked above; the scalar primitives need no CPU feature.
-        unsafe { kernel::pack_w::<Scalar, W>(w, b, Self::NR, out) }
+        unsafe { kernel::pack::<Scalar, W>(w, b, Self::NR, true, out) }
+    }
+
+    fn pack_x(self, x: &[f32], b: PackBlock, out: &mut [f32]) {
+        b.check(x.len(), out.len(), Self::MR);
+        // SAFETY: block checked above; the scalar primitives need no CPU feature.
+        unsafe { kernel::pack::<Scalar, f32>(x, b, Self::MR, false, out) }
     }
 
     unsafe fn micro(
@@ -141,7 +151,7 @@ impl MatmulKernels for Scalar {
 }
 
 /// Implements [`MatmulKernels`] for a detected-ISA token whose module defines the
-/// `#[target_feature]` wrappers `matvec_tf`, `pack_w_tf` and `micro_tf`.
+/// `#[target_feature]` wrappers `matvec_tf`, `pack_tf` and `micro_tf`.
 macro_rules! impl_matmul_kernels {
     ($token:ty, $params:path) => {
         impl $crate::matmul::kernel::MatmulKernels for $token {
@@ -191,7 +201,14 @@ macro_rules! impl_matmul_kernels {
                 b.check(w.len(), out.len(), Self::NR);
                 // SAFETY: the token exists only after run-time detection of the wrapper's
                 // features (`new`); block and buffer checked above.
-                unsafe { pack_w_tf(w, b, Self::NR, out) }
+                unsafe { pack_tf(w, b, Self::NR, true, out) }
+            }
+
+            fn pack_x(self, x: &[f32], b: $crate::matmul::kernel::PackBlock, out: &mut [f32]) {
+                b.check(x.len(), out.len(), Self::MR);
+                // SAFETY: the token exists only after run-time detection of the wrapper's
+                // features (`new`); block and buffer checked above.
+                unsafe { pack_tf(x, b, Self::MR, false, out) }
             }
 
             unsafe fn micro(

@@ -64,6 +64,27 @@ unsafe impl Simd for Avx2 {
         _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
     }
     #[inline(always)]
+    unsafe fn transpose(v: &mut [__m256]) {
+        let v: &mut [__m256; 8] = v.try_into().expect("8 rows");
+        let mut s = [_mm256_setzero_ps(); 8];
+        for h in 0..2 {
+            let (r0, r1, r2, r3) = (v[4 * h], v[4 * h + 1], v[4 * h + 2], v[4 * h + 3]);
+            let t0 = _mm256_unpacklo_ps(r0, r1);
+            let t1 = _mm256_unpackhi_ps(r0, r1);
+            let t2 = _mm256_unpacklo_ps(r2, r3);
+            let t3 = _mm256_unpackhi_ps(r2, r3);
+            // s[4h + j], 128-bit lane L: column j + 4L of rows 4h..4h+4.
+            s[4 * h] = _mm256_shuffle_ps::<0x44>(t0, t2);
+            s[4 * h + 1] = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            s[4 * h + 2] = _mm256_shuffle_ps::<0x44>(t1, t3);
+            s[4 * h + 3] = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        }
+        for j in 0..4 {
+            v[j] = _mm256_permute2f128_ps::<0x20>(s[j], s[4 + j]);
+            v[j + 4] = _mm256_permute2f128_ps::<0x31>(s[j], s[4 + j]);
+        }
+    }
+    #[inline(always)]
     unsafe fn prefetch(p: *const u8) {
         _mm_prefetch::<_MM_HINT_T1>(p.cast())
     }
@@ -75,10 +96,10 @@ unsafe fn matvec_tf<W: WElem>(x: &[f32], w: &[W], k: usize, y: &mut [f32]) {
     kernel::matvec::<Avx2, W>(x, w, k, y)
 }
 
-/// [`kernel::pack_w`] on 8 lanes.
+/// [`kernel::pack`] on 8 lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pack_w_tf<W: WElem>(w: &[W], b: PackBlock, nr: usize, out: &mut [f32]) {
-    kernel::pack_w::<Avx2, W>(w, b, nr, out)
+unsafe fn pack_tf<W: WElem>(w: &[W], b: PackBlock, nr: usize, prefetch: bool, out: &mut [f32]) {
+    kernel::pack::<Avx2, W>(w, b, nr, prefetch, out)
 }
 
 /// [`kernel::micro`] with the `MR × NV·8` AVX2 tile.

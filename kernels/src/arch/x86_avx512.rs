@@ -67,6 +67,39 @@ unsafe impl Simd for Avx512 {
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h))
     }
     #[inline(always)]
+    unsafe fn transpose(v: &mut [__m512]) {
+        let v: &mut [__m512; 16] = v.try_into().expect("16 rows");
+        // 32-bit then 64-bit interleaves within 128-bit lanes: u[4g + j] lane L holds column
+        // j + 4L of rows 4g..4g+4.
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+        }
+        let mut u = [_mm512_setzero_ps(); 16];
+        for g in 0..4 {
+            let a0 = _mm512_castps_pd(t[4 * g]);
+            let a1 = _mm512_castps_pd(t[4 * g + 1]);
+            let a2 = _mm512_castps_pd(t[4 * g + 2]);
+            let a3 = _mm512_castps_pd(t[4 * g + 3]);
+            u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+            u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+            u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+            u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+        }
+        // Gather lane L of the four groups: column j + 4L.
+        for j in 0..4 {
+            let lo01 = _mm512_shuffle_f32x4::<0b01_00_01_00>(u[j], u[4 + j]);
+            let hi01 = _mm512_shuffle_f32x4::<0b11_10_11_10>(u[j], u[4 + j]);
+            let lo23 = _mm512_shuffle_f32x4::<0b01_00_01_00>(u[8 + j], u[12 + j]);
+            let hi23 = _mm512_shuffle_f32x4::<0b11_10_11_10>(u[8 + j], u[12 + j]);
+            v[j] = _mm512_shuffle_f32x4::<0b10_00_10_00>(lo01, lo23);
+            v[j + 4] = _mm512_shuffle_f32x4::<0b11_01_11_01>(lo01, lo23);
+            v[j + 8] = _mm512_shuffle_f32x4::<0b10_00_10_00>(hi01, hi23);
+            v[j + 12] = _mm512_shuffle_f32x4::<0b11_01_11_01>(hi01, hi23);
+        }
+    }
+    #[inline(always)]
     unsafe fn prefetch(p: *const u8) {
         _mm_prefetch::<_MM_HINT_T1>(p.cast())
     }
@@ -78,10 +111,10 @@ unsafe fn matvec_tf<W: WElem>(x: &[f32], w: &[W], k: usize, y: &mut [f32]) {
     kernel::matvec::<Avx512, W>(x, w, k, y)
 }
 
-/// [`kernel::pack_w`] on 16 lanes.
+/// [`kernel::pack`] on 16 lanes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-unsafe fn pack_w_tf<W: WElem>(w: &[W], b: PackBlock, nr: usize, out: &mut [f32]) {
-    kernel::pack_w::<Avx512, W>(w, b, nr, out)
+unsafe fn pack_tf<W: WElem>(w: &[W], b: PackBlock, nr: usize, prefetch: bool, out: &mut [f32]) {
+    kernel::pack::<Avx512, W>(w, b, nr, prefetch, out)
 }
 
 /// [`kernel::micro`] with the `MR × NV·16` AVX-512 tile.

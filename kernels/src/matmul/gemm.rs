@@ -10,7 +10,7 @@
 //! Each task owns a rectangle of `y` (a range of columns, or of rows when `n` is too small to
 //! split) and packs into thread-local buffers.
 
-use super::kernel::{pack_x, MatmulKernels, PackBlock, WElem};
+use super::kernel::{MatmulKernels, PackBlock, WElem};
 use super::SharedOut;
 use crate::pool::ThreadPool;
 use std::cell::RefCell;
@@ -141,7 +141,7 @@ fn block<A: MatmulKernels, W: WElem>(
                     kc,
                 };
                 let ap = abuf.get(xb.packed_len(mr));
-                pack_x(x, xb, mr, ap);
+                arch.pack_x(x, xb, ap);
                 for jr in 0..nc.div_ceil(nr) {
                     let bpanel = &bp[jr * kc * nr..(jr + 1) * kc * nr];
                     let col = jc + jr * nr;
@@ -198,5 +198,52 @@ fn block<A: MatmulKernels, W: WElem>(
             pc += kc;
         }
         jc += nc;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Single-thread GFLOP/s of the micro-kernel alone on cache-resident panels (`KC` deep):
+    /// the ceiling the blocked driver can reach.
+    fn micro_speed<A: MatmulKernels>(arch: A, name: &str) {
+        let (mr, nr, kc) = (A::MR, A::NR, A::KC);
+        let a = vec![0.5f32; mr * kc];
+        let b = vec![0.25f32; nr * kc];
+        let mut c = vec![0.0f32; mr * nr];
+        let calls = 200_000_000 / (mr * nr * kc) + 1;
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let t0 = Instant::now();
+            for _ in 0..calls {
+                // SAFETY: a, b and c hold kc·MR, kc·NR and MR·NR f32 (stride NR).
+                unsafe { arch.micro(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), nr, true) };
+            }
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+        std::hint::black_box(&c);
+        let gflops = 2.0 * (mr * nr * kc * calls) as f64 / best / 1e9;
+        println!("micro {name} {mr}x{nr} kc={kc}: {gflops:.1} GFLOP/s on one thread");
+    }
+
+    #[test]
+    #[ignore = "measures the machine; run with --ignored --nocapture"]
+    fn micro_kernel_speed() {
+        micro_speed(crate::arch::Scalar, "scalar");
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(a) = crate::arch::x86_avx2::Avx2::new() {
+                micro_speed(a, "avx2");
+            }
+            if let Some(a) = crate::arch::x86_avx512::Avx512::new() {
+                micro_speed(a, "avx512");
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(a) = crate::arch::aarch64_neon::Neon::new() {
+            micro_speed(a, "neon");
+        }
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! * [`matvec`]: `y[j] = x · w[j]` for a run of weight rows, four rows in flight, each weight
 //!   byte read once, f32 accumulators.
-//! * [`pack_x`] / [`pack_w`]: copy blocks of `x` and `w` into the panel layouts the micro-kernel
-//!   reads (`w` converted to f32 on the way, so one micro-kernel serves every weight dtype).
+//! * [`pack`]: copies blocks of `x` and `w` into the panel layouts the micro-kernel reads (`w`
+//!   converted to f32 on the way, so one micro-kernel serves every weight dtype).
 //! * [`micro`]: the register-tiled `MR × NR` GEMM micro-kernel (broadcast `x`, vector `w`).
 
 use crate::arch::Simd;
@@ -76,11 +76,18 @@ pub(crate) trait MatmulKernels: Copy + Send + Sync {
     /// When `x.len() < k` or `w.len() < y.len() · k`.
     fn matvec<W: WElem>(self, x: &[f32], w: &[W], k: usize, y: &mut [f32]);
 
-    /// [`pack_w`] with this ISA's conversions and `NR`.
+    /// [`pack`] of a block of `w` into panels of `NR` rows, widened to f32, prefetching the
+    /// next `KC` block.
     ///
     /// # Panics
     /// When the block lies outside `w` or `out` is too short.
     fn pack_w<W: WElem>(self, w: &[W], b: PackBlock, out: &mut [f32]);
+
+    /// [`pack`] of a block of `x` into panels of `MR` rows.
+    ///
+    /// # Panics
+    /// When the block lies outside `x` or `out` is too short.
+    fn pack_x(self, x: &[f32], b: PackBlock, out: &mut [f32]);
 
     /// [`micro`] with this ISA's `MR × NR` tile.
     ///
@@ -199,49 +206,84 @@ pub(crate) unsafe fn matvec<S: Simd, W: WElem>(x: &[f32], w: &[W], k: usize, y: 
 /// `out[(panel · kc + p) · nr + r] = w[(r0 + panel · nr + r) · k + p0 + p]` as f32, zero past `rows`.
 ///
 /// The rows of a panel are read side by side, `LANES` columns at a time (`nr` streams in flight,
-/// not one short segment after another), and the same columns of the next `KC` block are
-/// prefetched, so the next call finds them in cache.
+/// not one short segment after another). When `nr` is a multiple of `LANES`, each
+/// `LANES × LANES` block is transposed in registers; otherwise through a small buffer. With
+/// `prefetch_next`, the same rows' next `kc` columns are prefetched for the next call.
 ///
 /// # Safety
 /// `b.check(w.len(), out.len(), nr)` holds (so `nr <= 64`); `S::LANES <= 16`; ISA features of
 /// `S` present.
 #[inline(always)]
-pub(crate) unsafe fn pack_w<S: Simd, W: WElem>(w: &[W], b: PackBlock, nr: usize, out: &mut [f32]) {
+pub(crate) unsafe fn pack<S: Simd, W: WElem>(
+    w: &[W],
+    b: PackBlock,
+    nr: usize,
+    prefetch_next: bool,
+    out: &mut [f32],
+) {
     const MAX_NR: usize = 64;
     let l = S::LANES;
     let kv = b.kc - b.kc % l;
-    let next = b.kc.min(b.k - b.p0 - b.kc);
-    let mut tmp = [0.0f32; MAX_NR * 16];
+    let next = if prefetch_next {
+        b.kc.min(b.k - b.p0 - b.kc)
+    } else {
+        0
+    };
+    let line = (64 / std::mem::size_of::<W>()).max(1);
     let mut src = [w.as_ptr(); MAX_NR];
     let op = out.as_mut_ptr();
-    let line = (64 / std::mem::size_of::<W>()).max(1);
     for panel in 0..b.nr_rows.div_ceil(nr) {
         let base = op.add(panel * b.kc * nr);
-        // Rows past the block read as zero: point them at nothing and mark them.
+        // Rows past the block (or the matrix) read as zero.
         let live = nr
             .min(b.nr_rows - panel * nr)
             .min(b.rows.saturating_sub(b.r0 + panel * nr));
         for (r, s) in src.iter_mut().enumerate().take(live) {
             *s = w.as_ptr().add((b.r0 + panel * nr + r) * b.k + b.p0);
         }
-        if live < nr {
-            tmp.fill(0.0);
-        }
         let mut p = 0;
-        while p < kv {
-            for (r, &s) in src.iter().enumerate().take(live) {
-                S::store(tmp.as_mut_ptr().add(r * l), W::load::<S>(s.add(p)));
-                if next > p && (p % line) < l {
-                    S::prefetch(s.add(b.kc + p).cast());
+        if nr % l == 0 {
+            let mut v = [S::zero(); 16];
+            while p < kv {
+                for g in 0..nr / l {
+                    for (q, vq) in v.iter_mut().enumerate().take(l) {
+                        let r = g * l + q;
+                        *vq = if r < live {
+                            if next > p && p % line < l {
+                                S::prefetch(src[r].add(b.kc + p).cast());
+                            }
+                            W::load::<S>(src[r].add(p))
+                        } else {
+                            S::zero()
+                        };
+                    }
+                    S::transpose(&mut v[..l]);
+                    for (q, &vq) in v.iter().enumerate().take(l) {
+                        S::store(base.add((p + q) * nr + g * l), vq);
+                    }
                 }
+                p += l;
             }
-            for q in 0..l {
-                let dst = base.add((p + q) * nr);
-                for r in 0..nr {
-                    *dst.add(r) = tmp[r * l + q];
+        } else {
+            let mut tmp = [0.0f32; MAX_NR * 16];
+            if live < nr {
+                tmp.fill(0.0);
+            }
+            while p < kv {
+                for (r, &s) in src.iter().enumerate().take(live) {
+                    S::store(tmp.as_mut_ptr().add(r * l), W::load::<S>(s.add(p)));
+                    if next > p && p % line < l {
+                        S::prefetch(s.add(b.kc + p).cast());
+                    }
                 }
+                for q in 0..l {
+                    let dst = base.add((p + q) * nr);
+                    for r in 0..nr {
+                        *dst.add(r) = tmp[r * l + q];
+                    }
+                }
+                p += l;
             }
-            p += l;
         }
         while p < b.kc {
             let dst = base.add(p * nr);
@@ -249,29 +291,6 @@ pub(crate) unsafe fn pack_w<S: Simd, W: WElem>(w: &[W], b: PackBlock, nr: usize,
                 *dst.add(r) = if r < live { (*s.add(p)).to_f32() } else { 0.0 };
             }
             p += 1;
-        }
-    }
-}
-
-/// Packs block `b` of the row-major `[rows, k]` f32 matrix `x` into panels of `mr` rows:
-/// `out[(panel · kc + p) · mr + r] = x[(r0 + panel · mr + r) · k + p0 + p]`, zero past `rows`.
-///
-/// # Panics
-/// When the block lies outside `x` or `out` is too short.
-pub(crate) fn pack_x(x: &[f32], b: PackBlock, mr: usize, out: &mut [f32]) {
-    b.check(x.len(), out.len(), mr);
-    for panel in 0..b.nr_rows.div_ceil(mr) {
-        let dst = &mut out[panel * b.kc * mr..(panel + 1) * b.kc * mr];
-        for r in 0..mr {
-            let row = b.r0 + panel * mr + r;
-            if row >= b.rows || panel * mr + r >= b.nr_rows {
-                dst.iter_mut().skip(r).step_by(mr).for_each(|v| *v = 0.0);
-            } else {
-                let src = &x[row * b.k + b.p0..row * b.k + b.p0 + b.kc];
-                for (d, &s) in dst.iter_mut().skip(r).step_by(mr).zip(src) {
-                    *d = s;
-                }
-            }
         }
     }
 }
@@ -292,6 +311,12 @@ pub(crate) unsafe fn micro<S: Simd, const MR: usize, const NV: usize>(
 ) {
     let l = S::LANES;
     let nr = NV * l;
+    if accumulate {
+        for i in 0..MR {
+            S::prefetch(c.add(i * ldc).cast());
+            S::prefetch(c.add(i * ldc + nr - 1).cast());
+        }
+    }
     let mut acc = [[S::zero(); NV]; MR];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {
