@@ -15,6 +15,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod attention;
 mod backend;
 mod device;
 mod error;
@@ -23,6 +24,7 @@ mod host;
 mod runtime;
 mod tensor;
 
+pub use attention::AttentionParams;
 pub use device::{Device, DeviceFeatures, DeviceInfo, DeviceKind, DeviceLimits, GpuApi};
 pub use error::{Error, Result};
 pub use runtime::Runtime;

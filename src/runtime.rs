@@ -77,6 +77,28 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Softmax attention (SPEC §6): `q [t_q, h_q, d]` F32/F16, `k [t_k, h_kv, d]` and
+    /// `v [t_k, h_kv, d_v]` in F32, F16, Q8_0 or Q4_0 (read directly, no dequantized copy), `h_q` a
+    /// multiple of `h_kv` (GQA/MQA) -> `[t_q, h_q, d_v]` F32, on the device holding all three.
+    pub fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        params: &crate::AttentionParams,
+    ) -> Result<Tensor> {
+        let shape = crate::attention::check(q, k, v, params)?;
+        match q.device().backend() {
+            Backend::Cpu(c) => c.attention(q, k, v, params, &shape),
+            Backend::Gpu(_) => Err(Error::UnsupportedDType {
+                op: "attention on a GPU (not yet)",
+                dtype: k.dtype(),
+            }),
+        }
+    }
+}
+
 /// Validates a matmul's operands; returns `(m, n, k)`.
 fn check_matmul(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
     if x.device() != w.device() {

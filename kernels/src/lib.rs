@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub(crate) mod arch;
+pub mod attention;
 pub mod dtype;
 pub mod isa;
 pub mod matmul;

@@ -1,15 +1,20 @@
 //! The CPU backend: wattle-kernels on the process-wide thread pool.
 
+use crate::attention::AttentionShape;
 use crate::device::{Backend, Device, DeviceFeatures, DeviceInfo, DeviceKind, DeviceLimits};
 use crate::error::{Error, Result};
 use crate::host::HostBuffer;
 use crate::tensor::{Storage, Tensor};
+use crate::AttentionParams;
 use crate::DType;
 use half::{bf16, f16};
+use std::borrow::Cow;
 use std::sync::OnceLock;
+use wattle_kernels::attention::{self as kattn, KvData};
 use wattle_kernels::matmul::Weights;
 use wattle_kernels::pool::ThreadPool;
-use wattle_kernels::qmatmul::qmatmul;
+use wattle_kernels::qmatmul::{blocks_of, qmatmul};
+use wattle_kernels::quant::{BlockQ4_0, BlockQ8_0};
 use wattle_kernels::Isa;
 
 pub(crate) struct CpuBackend {
@@ -104,5 +109,100 @@ impl CpuBackend {
             &[m, n],
             device(),
         ))
+    }
+
+    /// Softmax attention on validated operands.
+    pub fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        params: &AttentionParams,
+        s: &AttentionShape,
+    ) -> Result<Tensor> {
+        let qb = host(q)?;
+        let qf: Vec<f32>;
+        let qs: &[f32] = match q.dtype() {
+            DType::F16 => {
+                qf = qb.typed::<f16>().iter().map(|v| v.to_f32()).collect();
+                &qf
+            }
+            _ => qb.typed(),
+        };
+        let sinks = params.sinks.as_ref().map(|t| t.to_f32_vec()).transpose()?;
+        let (kv, vv) = (KvView::of(k)?, KvView::of(v)?);
+        let shape = kattn::AttnShape {
+            t_q: s.t_q,
+            h_q: s.h_q,
+            t_k: s.t_k,
+            h_kv: s.h_kv,
+            d: s.d,
+            d_v: s.d_v,
+        };
+        let p = kattn::AttnParams {
+            causal: params.causal,
+            window: params.window,
+            q_pos0: params.q_pos0,
+            key_positions: params.key_positions.as_deref(),
+            sinks: sinks.as_deref(),
+            scale: params.scale.unwrap_or(1.0 / (s.d as f32).sqrt()),
+            softcap: params.softcap,
+        };
+        let mut out = HostBuffer::zeroed(s.t_q * s.h_q * s.d_v * 4);
+        kattn::flash::attention(
+            self.pool,
+            qs,
+            kv.data(),
+            vv.data(),
+            shape,
+            &p,
+            out.typed_mut(),
+        );
+        Ok(Tensor::from_storage(
+            Storage::Host(out),
+            DType::F32,
+            &[s.t_q, s.h_q, s.d_v],
+            device(),
+        ))
+    }
+}
+
+fn host(t: &Tensor) -> Result<&HostBuffer> {
+    t.host_buffer()
+        .ok_or_else(|| Error::DeviceLost("CPU tensor without host storage".into()))
+}
+
+/// K or V as attention reads it: floats or blocks viewed in place (copied only when misaligned).
+enum KvView<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    Q8_0(Cow<'a, [BlockQ8_0]>),
+    Q4_0(Cow<'a, [BlockQ4_0]>),
+}
+
+impl<'a> KvView<'a> {
+    fn of(t: &'a Tensor) -> Result<KvView<'a>> {
+        let b = host(t)?;
+        Ok(match t.dtype() {
+            DType::F32 => KvView::F32(b.typed()),
+            DType::F16 => KvView::F16(b.typed()),
+            DType::Q8_0 => KvView::Q8_0(blocks_of(b.bytes())),
+            DType::Q4_0 => KvView::Q4_0(blocks_of(b.bytes())),
+            dtype => {
+                return Err(Error::UnsupportedDType {
+                    op: "attention (k/v)",
+                    dtype,
+                })
+            }
+        })
+    }
+
+    fn data(&self) -> KvData<'_> {
+        match self {
+            KvView::F32(v) => KvData::F32(v),
+            KvView::F16(v) => KvData::F16(v),
+            KvView::Q8_0(v) => KvData::Q8_0(v),
+            KvView::Q4_0(v) => KvData::Q4_0(v),
+        }
     }
 }
