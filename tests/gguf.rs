@@ -288,3 +288,59 @@ fn mutated_files_never_panic() {
         "parsed {parsed}, refused {refused}"
     );
 }
+
+/// `quantize_file` on the real model: every 2-D float weight becomes the target type, the rest
+/// (already quantized or 1-D) is copied, metadata kept, and the result loads with identical
+/// tensors to quantizing them one by one.
+#[test]
+fn quantize_file_round_trip() {
+    let mut rng = Rng::new(21);
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", Value::String("llama".into()));
+    w.set("general.file_type", Value::U32(0));
+    let big = Tensor::from_f32(&rng.vec(4 * 512), &[4, 512]).unwrap();
+    let odd = Tensor::from_f32(&rng.vec(3 * 48), &[3, 48]).unwrap(); // rows don't fit 256
+    let norm = Tensor::from_f32(&rng.vec(512), &[512]).unwrap(); // 1-D: copied
+    let q8 = Tensor::from_f32(&rng.vec(2 * 256), &[2, 256])
+        .unwrap()
+        .quantize(DType::Q8_0)
+        .unwrap();
+    for (n, t) in [("big", &big), ("odd", &odd), ("norm", &norm), ("q8", &q8)] {
+        w.add_tensor(n, t).unwrap();
+    }
+    let (a, b) = (tmp("q-in.gguf"), tmp("q-out.gguf"));
+    w.write(&a).unwrap();
+    let mut calls = 0;
+    let rep = wattle::gguf::quantize_file(&a, &b, DType::Q4_K, |_, _, _| calls += 1).unwrap();
+    assert_eq!(calls, 5);
+    assert_eq!(rep.iter().filter(|r| r.from != r.to).count(), 1);
+    let f = GgufFile::open(&b).unwrap();
+    assert_eq!(f.get("general.file_type"), Some(&Value::U32(14)));
+    assert_eq!(
+        f.get("general.architecture").and_then(Value::as_str),
+        Some("llama")
+    );
+    let got = f.tensor("big").unwrap();
+    assert_eq!(got.dtype(), DType::Q4_K);
+    assert_eq!(
+        got.to_bytes().unwrap(),
+        big.quantize(DType::Q4_K).unwrap().to_bytes().unwrap()
+    );
+    for (n, t) in [("odd", &odd), ("norm", &norm), ("q8", &q8)] {
+        let g = f.tensor(n).unwrap();
+        assert_eq!(
+            (g.dtype(), g.to_bytes().unwrap()),
+            (t.dtype(), t.to_bytes().unwrap()),
+            "{n}"
+        );
+    }
+    // Never over the input; no weight format for Q8_K.
+    assert!(matches!(
+        wattle::gguf::quantize_file(&a, &a, DType::Q8_0, |_, _, _| ()),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        wattle::gguf::quantize_file(&a, &b, DType::Q8_K, |_, _, _| ()),
+        Err(Error::UnsupportedDType { .. })
+    ));
+}

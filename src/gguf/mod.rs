@@ -8,9 +8,11 @@
 //! # Ok(()) }
 //! ```
 
+mod quantize;
 mod reader;
 mod writer;
 
+pub use quantize::{file_type, quantize_file, TensorReport};
 pub use reader::{GgufFile, TensorInfo};
 pub use writer::GgufWriter;
 
