@@ -85,8 +85,8 @@ unsafe impl Simd for Neon {
 
 /// [`kernel::matvec`] on 4 lanes.
 #[target_feature(enable = "neon")]
-unsafe fn matvec_tf<W: WElem>(x: &[f32], w: &[W], k: usize, y: &mut [f32]) {
-    kernel::matvec::<Neon, W>(x, w, k, y)
+unsafe fn matvec_tf<W: WElem>(x: &[f32], m: usize, w: &[W], k: usize, y: &mut [f32]) {
+    kernel::matvec::<Neon, W>(x, m, w, k, y)
 }
 
 /// [`kernel::pack`] on 4 lanes.

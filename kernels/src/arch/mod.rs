@@ -114,13 +114,10 @@ impl MatmulKernels for Scalar {
     const MC: usize = params::scalar::MC;
     const NC: usize = params::scalar::NC;
 
-    fn matvec<W: WElem>(self, x: &[f32], w: &[W], k: usize, y: &mut [f32]) {
-        assert!(
-            x.len() >= k && w.len() / k.max(1) >= y.len(),
-            "matvec operand too short"
-        );
-        // SAFETY: lengths checked above; the scalar primitives need no CPU feature.
-        unsafe { kernel::matvec::<Scalar, W>(x, w, k, y) }
+    fn matvec<W: WElem>(self, x: &[f32], m: usize, w: &[W], k: usize, y: &mut [f32]) {
+        kernel::check_matvec(x.len(), m, w.len(), k, y.len());
+        // SAFETY: operands checked above; the scalar primitives need no CPU feature.
+        unsafe { kernel::matvec::<Scalar, W>(x, m, w, k, y) }
     }
 
     fn pack_w<W: WElem>(self, w: &[W], b: PackBlock, out: &mut [f32]) {
@@ -179,17 +176,15 @@ macro_rules! impl_matmul_kernels {
             fn matvec<W: $crate::matmul::kernel::WElem>(
                 self,
                 x: &[f32],
+                m: usize,
                 w: &[W],
                 k: usize,
                 y: &mut [f32],
             ) {
-                assert!(
-                    x.len() >= k && w.len() / k.max(1) >= y.len(),
-                    "matvec operand too short"
-                );
+                $crate::matmul::kernel::check_matvec(x.len(), m, w.len(), k, y.len());
                 // SAFETY: the token exists only after run-time detection of the wrapper's
-                // features (`new`); lengths checked above.
-                unsafe { matvec_tf(x, w, k, y) }
+                // features (`new`); operands checked above.
+                unsafe { matvec_tf(x, m, w, k, y) }
             }
 
             fn pack_w<W: $crate::matmul::kernel::WElem>(

@@ -92,8 +92,8 @@ unsafe impl Simd for Avx2 {
 
 /// [`kernel::matvec`] on 8 lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn matvec_tf<W: WElem>(x: &[f32], w: &[W], k: usize, y: &mut [f32]) {
-    kernel::matvec::<Avx2, W>(x, w, k, y)
+unsafe fn matvec_tf<W: WElem>(x: &[f32], m: usize, w: &[W], k: usize, y: &mut [f32]) {
+    kernel::matvec::<Avx2, W>(x, m, w, k, y)
 }
 
 /// [`kernel::pack`] on 8 lanes.

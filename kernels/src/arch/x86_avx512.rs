@@ -107,8 +107,8 @@ unsafe impl Simd for Avx512 {
 
 /// [`kernel::matvec`] on 16 lanes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-unsafe fn matvec_tf<W: WElem>(x: &[f32], w: &[W], k: usize, y: &mut [f32]) {
-    kernel::matvec::<Avx512, W>(x, w, k, y)
+unsafe fn matvec_tf<W: WElem>(x: &[f32], m: usize, w: &[W], k: usize, y: &mut [f32]) {
+    kernel::matvec::<Avx512, W>(x, m, w, k, y)
 }
 
 /// [`kernel::pack`] on 16 lanes.

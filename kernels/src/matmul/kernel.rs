@@ -1,8 +1,8 @@
 //! Generic kernel bodies for float matmul, written once over [`Simd`] and instantiated per ISA by
 //! the `#[target_feature]` wrappers in `crate::arch`.
 //!
-//! * [`matvec`]: `y[j] = x · w[j]` for a run of weight rows, four rows in flight, each weight
-//!   byte read once, f32 accumulators.
+//! * [`matvec`]: `y[j] = x · w[j]` for a run of weight rows and up to four activation rows,
+//!   several weight rows in flight, each weight byte read once, f32 accumulators.
 //! * [`pack`]: copies blocks of `x` and `w` into the panel layouts the micro-kernel reads (`w`
 //!   converted to f32 on the way, so one micro-kernel serves every weight dtype).
 //! * [`micro`]: the register-tiled `MR × NR` GEMM micro-kernel (broadcast `x`, vector `w`).
@@ -56,6 +56,16 @@ impl WElem for bf16 {
     }
 }
 
+/// Panics unless the operands of a [`MatmulKernels::matvec`] call fit.
+pub(crate) fn check_matvec(x: usize, m: usize, w: usize, k: usize, y: usize) {
+    assert!((1..=MATVEC_MAX_M).contains(&m), "matvec takes 1..=4 rows");
+    assert!(y % m == 0, "y must be [m, rows]");
+    assert!(
+        x / m >= k && w / k.max(1) >= y / m,
+        "matvec operand too short"
+    );
+}
+
 /// The per-ISA entry points of the float matmul. Implemented by the detected-ISA tokens in
 /// `crate::arch` (holding a token proves the CPU has the features) and by [`crate::arch::Scalar`].
 pub(crate) trait MatmulKernels: Copy + Send + Sync {
@@ -70,11 +80,12 @@ pub(crate) trait MatmulKernels: Copy + Send + Sync {
     /// Rows of `w` per packed block (L3: `NC × KC`).
     const NC: usize;
 
-    /// `y[j] = Σ_p x[p] · w[j·k + p]` for `j < y.len()`.
+    /// [`matvec`]: `y[i · rows + j] = Σ_p x[i · k + p] · w[j · k + p]`, `rows = y.len() / m`.
     ///
     /// # Panics
-    /// When `x.len() < k` or `w.len() < y.len() · k`.
-    fn matvec<W: WElem>(self, x: &[f32], w: &[W], k: usize, y: &mut [f32]);
+    /// Unless `1 <= m <= MATVEC_MAX_M`, `m` divides `y.len()`, `x.len() >= m · k` and
+    /// `w.len() >= rows · k`.
+    fn matvec<W: WElem>(self, x: &[f32], m: usize, w: &[W], k: usize, y: &mut [f32]);
 
     /// [`pack`] of a block of `w` into panels of `NR` rows, widened to f32, prefetching the
     /// next `KC` block.
@@ -139,66 +150,109 @@ impl PackBlock {
     }
 }
 
-/// `y[j] = Σ_p x[p] · w[j·k + p]` for `j < y.len()`, four weight rows in flight.
+/// Most activation rows the matvec path takes; more go to the GEMM.
+pub(crate) const MATVEC_MAX_M: usize = 4;
+
+/// `y[i · rows + j] = Σ_p x[i · k + p] · w[j · k + p]` for `i < m`, `j < rows = y.len() / m`:
+/// the matvec (decode) path for `m <= MATVEC_MAX_M` activation rows, each weight byte read once.
 ///
 /// # Safety
-/// `x.len() >= k`, `w.len() >= y.len() · k`; ISA features of `S` present.
+/// `1 <= m <= MATVEC_MAX_M`, `x.len() >= m · k`, `w.len() >= rows · k`; ISA features of `S`
+/// present.
 #[inline(always)]
-pub(crate) unsafe fn matvec<S: Simd, W: WElem>(x: &[f32], w: &[W], k: usize, y: &mut [f32]) {
-    let l = S::LANES;
-    let k2 = k - k % (2 * l);
-    let k1 = k - k % l;
-    let xp = x.as_ptr();
-    let rows = y.len();
+pub(crate) unsafe fn matvec<S: Simd, W: WElem>(
+    x: &[f32],
+    m: usize,
+    w: &[W],
+    k: usize,
+    y: &mut [f32],
+) {
+    // (x rows, w rows in flight, unroll): at most 16 accumulators.
+    match m {
+        1 => matvec_m::<S, W, 1, 4, 2>(x, w, k, y),
+        2 => matvec_m::<S, W, 2, 4, 1>(x, w, k, y),
+        3 => matvec_m::<S, W, 3, 2, 1>(x, w, k, y),
+        _ => matvec_m::<S, W, 4, 2, 1>(x, w, k, y),
+    }
+}
+
+/// [`matvec`] for `M` activation rows, `R` weight rows in flight, `U` vectors unrolled.
+#[inline(always)]
+unsafe fn matvec_m<S: Simd, W: WElem, const M: usize, const R: usize, const U: usize>(
+    x: &[f32],
+    w: &[W],
+    k: usize,
+    y: &mut [f32],
+) {
+    let rows = y.len() / M;
     let mut j = 0;
-    while j + 4 <= rows {
-        let r0 = w.as_ptr().add(j * k);
-        let wr = [r0, r0.add(k), r0.add(2 * k), r0.add(3 * k)];
-        let mut a0 = [S::zero(); 4];
-        let mut a1 = [S::zero(); 4];
-        let mut p = 0;
-        while p < k2 {
-            let x0 = S::load(xp.add(p));
-            let x1 = S::load(xp.add(p + l));
-            for r in 0..4 {
-                a0[r] = S::fma(W::load::<S>(wr[r].add(p)), x0, a0[r]);
-                a1[r] = S::fma(W::load::<S>(wr[r].add(p + l)), x1, a1[r]);
-            }
-            p += 2 * l;
-        }
-        if p < k1 {
-            let x0 = S::load(xp.add(p));
-            for r in 0..4 {
-                a0[r] = S::fma(W::load::<S>(wr[r].add(p)), x0, a0[r]);
-            }
-        }
-        for r in 0..4 {
-            let mut s = S::hsum(S::add(a0[r], a1[r]));
-            for (q, &xq) in x.iter().enumerate().take(k).skip(k1) {
-                s = xq.mul_add((*wr[r].add(q)).to_f32(), s);
-            }
-            y[j + r] = s;
-        }
-        j += 4;
+    while j + R <= rows {
+        dot_rows::<S, W, M, R, U>(x, w, k, j, y);
+        j += R;
     }
     while j < rows {
-        let wr = w.as_ptr().add(j * k);
-        let (mut a0, mut a1) = (S::zero(), S::zero());
-        let mut p = 0;
-        while p < k2 {
-            a0 = S::fma(W::load::<S>(wr.add(p)), S::load(xp.add(p)), a0);
-            a1 = S::fma(W::load::<S>(wr.add(p + l)), S::load(xp.add(p + l)), a1);
-            p += 2 * l;
-        }
-        if p < k1 {
-            a0 = S::fma(W::load::<S>(wr.add(p)), S::load(xp.add(p)), a0);
-        }
-        let mut s = S::hsum(S::add(a0, a1));
-        for (q, &xq) in x.iter().enumerate().take(k).skip(k1) {
-            s = xq.mul_add((*wr.add(q)).to_f32(), s);
-        }
-        y[j] = s;
+        dot_rows::<S, W, M, 1, U>(x, w, k, j, y);
         j += 1;
+    }
+}
+
+/// Rows `j..j + R` of [`matvec_m`].
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn dot_rows<S: Simd, W: WElem, const M: usize, const R: usize, const U: usize>(
+    x: &[f32],
+    w: &[W],
+    k: usize,
+    j: usize,
+    y: &mut [f32],
+) {
+    let l = S::LANES;
+    let rows = y.len() / M;
+    let ku = k - k % (U * l);
+    let k1 = k - k % l;
+    let xp = x.as_ptr();
+    let mut wr = [w.as_ptr(); R];
+    for r in 0..R {
+        wr[r] = w.as_ptr().add((j + r) * k);
+    }
+    let mut acc = [[[S::zero(); U]; R]; M];
+    let mut p = 0;
+    while p < ku {
+        for u in 0..U {
+            let mut xv = [S::zero(); M];
+            for i in 0..M {
+                xv[i] = S::load(xp.add(i * k + p + u * l));
+            }
+            for r in 0..R {
+                let wv = W::load::<S>(wr[r].add(p + u * l));
+                for i in 0..M {
+                    acc[i][r][u] = S::fma(wv, xv[i], acc[i][r][u]);
+                }
+            }
+        }
+        p += U * l;
+    }
+    while p < k1 {
+        for r in 0..R {
+            let wv = W::load::<S>(wr[r].add(p));
+            for i in 0..M {
+                acc[i][r][0] = S::fma(wv, S::load(xp.add(i * k + p)), acc[i][r][0]);
+            }
+        }
+        p += l;
+    }
+    for i in 0..M {
+        for r in 0..R {
+            let mut v = acc[i][r][0];
+            for u in 1..U {
+                v = S::add(v, acc[i][r][u]);
+            }
+            let mut s = S::hsum(v);
+            for q in k1..k {
+                s = x[i * k + q].mul_add((*wr[r].add(q)).to_f32(), s);
+            }
+            y[i * rows + j + r] = s;
+        }
     }
 }
 

@@ -2,9 +2,9 @@
 //!
 //! `x` is `[m, k]` f32 row-major, `w` is `[n, k]` row-major, `y` is `[m, n]` f32.
 //!
-//! `m = 1` (decode) runs a memory-bound matvec: the weight rows are split into contiguous chunks
-//! across the pool, four rows in flight per inner loop, each weight byte read once. `m > 1`
-//! (prefill) runs a packed, cache-blocked GEMM whose weight packing widens F16/BF16 to f32, so one
+//! `m <= 4` (decode) runs a memory-bound matvec: the weight rows are split into contiguous
+//! chunks across the pool, several rows in flight per inner loop, each weight byte read once.
+//! Larger `m` (prefill) runs a packed, cache-blocked GEMM whose weight packing widens F16/BF16 to f32, so one
 //! register-tiled f32 micro-kernel per ISA serves every dtype (see `gemm`, `kernel`, `params`).
 
 use crate::arch::Scalar;
@@ -115,8 +115,8 @@ fn run<A: MatmulKernels>(
         y: &mut [f32],
         mnk: (usize, usize, usize),
     ) {
-        if mnk.0 == 1 {
-            matvec(arch, pool, x, w, y, mnk.2);
+        if mnk.0 <= kernel::MATVEC_MAX_M {
+            matvec(arch, pool, x, w, y, mnk);
         } else {
             gemm::gemm(arch, pool, x, w, y, mnk);
         }
@@ -131,31 +131,40 @@ fn run<A: MatmulKernels>(
 /// Minimum weight elements per matvec task (smaller jobs are not worth a wake-up).
 const MIN_MATVEC_ELEMS_PER_TASK: usize = 1 << 15;
 
-/// `y[j] = x · w[j]` for all `n = y.len()` rows, contiguous row chunks per task.
+/// `y[i, j] = x[i] · w[j]` for `m <= MATVEC_MAX_M`: contiguous chunks of weight rows per task.
 fn matvec<A: MatmulKernels, W: WElem>(
     arch: A,
     pool: &ThreadPool,
     x: &[f32],
     w: &[W],
     y: &mut [f32],
-    k: usize,
+    (m, n, k): (usize, usize, usize),
 ) {
-    let n = y.len();
     let threads = pool.threads();
     let by_size = (n * k / MIN_MATVEC_ELEMS_PER_TASK).max(1);
     // A few chunks per thread balance a noisy machine; chunks are whole groups of 4 rows.
-    let tasks = (threads * 4).min(by_size).min(n.div_ceil(4)).max(1);
-    if tasks == 1 {
-        return arch.matvec(x, w, k, y);
-    }
     let groups = n.div_ceil(4);
+    let tasks = (threads * 4).min(by_size).min(groups).max(1);
+    if tasks == 1 {
+        return arch.matvec(x, m, w, k, y);
+    }
     let out = SharedOut::new(y);
     pool.run(tasks, |t| {
         let j0 = (groups * t / tasks * 4).min(n);
         let j1 = (groups * (t + 1) / tasks * 4).min(n);
-        // SAFETY: tasks cover disjoint row ranges j0..j1 of y (j1 <= n).
-        let yt = unsafe { out.slice(j0, j1 - j0) };
-        arch.matvec(x, &w[j0 * k..j1 * k], k, yt);
+        let wt = &w[j0 * k..j1 * k];
+        if m == 1 {
+            // SAFETY: tasks cover disjoint ranges j0..j1 of y (j1 <= n).
+            let yt = unsafe { out.slice(j0, j1 - j0) };
+            arch.matvec(x, 1, wt, k, yt);
+        } else {
+            let mut yt = vec![0.0f32; m * (j1 - j0)];
+            arch.matvec(x, m, wt, k, &mut yt);
+            for (i, row) in yt.chunks_exact(j1 - j0).enumerate() {
+                // SAFETY: tasks cover disjoint column ranges j0..j1 of each row i < m.
+                unsafe { out.slice(i * n + j0, j1 - j0) }.copy_from_slice(row);
+            }
+        }
     });
 }
 
