@@ -1,7 +1,7 @@
 // Row-wise sums across a workgroup: every invocation holds MAXM partial sums (one per x row), of
 // which the first mc are in use (mc <= MAXM, uniform across the workgroup); reduce_rows returns
 // the full sum of row `lid` to invocations lid < mc. Needs `WG` (workgroup size override, a power
-// of two <= MAX_WG) and `MAXM` from the including kernel.
+// of two <= MAX_WG), `MAXM` and `ROWS` (<= MAXM, the rows in use at most) from the including kernel.
 // Call from uniform control flow: it contains barriers.
 
 const MAX_WG: u32 = 256u;
@@ -13,7 +13,7 @@ const MAX_SG: u32 = 64u;
 var<workgroup> red: array<f32, MAXM * MAX_SG>;
 
 fn reduce_rows(acc: array<f32, MAXM>, mc: u32, lid: u32, sg_lane: u32, sg_id: u32, n_sg: u32) -> f32 {
-    for (var i = 0u; i < mc; i++) {
+    for (var i = 0u; i < ROWS; i++) {
         let t = subgroupAdd(acc[i]);
         if (sg_lane == 0u) {
             red[i * MAX_SG + sg_id] = t;
@@ -33,7 +33,7 @@ fn reduce_rows(acc: array<f32, MAXM>, mc: u32, lid: u32, sg_lane: u32, sg_id: u3
 var<workgroup> red: array<f32, MAXM * MAX_WG>;
 
 fn reduce_rows(acc: array<f32, MAXM>, mc: u32, lid: u32) -> f32 {
-    for (var i = 0u; i < MAXM; i++) {
+    for (var i = 0u; i < ROWS; i++) {
         red[i * MAX_WG + lid] = acc[i];
     }
     workgroupBarrier();

@@ -1,5 +1,5 @@
 // matvec: y[i, c] = Σ_k x[i, k] · w[c, k] for small m (decode).
-// One workgroup per weight row; it serves up to MAXM rows of x, so each weight element is read once.
+// One workgroup per weight row; it serves up to ROWS rows of x, so each weight element is read once.
 // Invocations stride k two elements at a time (coalesced words), then reduce_rows sums across the
 // workgroup (SG: subgroupAdd; otherwise a workgroup-memory tree).
 // Defines: W_F32 | W_F16 | W_BF16, X_F32 | X_F16, SG, F16_MATH (native f16 products).
@@ -20,7 +20,9 @@ enable subgroups;
 
 // Invocations per workgroup: a power of two <= MAX_WG.
 override WG: u32 = 64u;
-// Rows of x served per workgroup.
+// Rows of x served per workgroup: 1, 2, 4 or 8 (a constant trip count keeps acc in registers).
+override ROWS: u32 = 8u;
+// Capacity of the per-invocation sums.
 const MAXM: u32 = 8u;
 
 #include "reduce"
@@ -37,9 +39,8 @@ fn matvec(
 ) {
     let r = p.row_base + wg.x;
     let live = r < p.n_rows;
-    let mc = min(p.m_count, MAXM);
+    let mc = min(p.m_count, min(ROWS, MAXM));
     let k = p.k;
-    // Constant-bound loops over acc (guarded by i < mc) keep it in registers once unrolled.
     var acc: array<f32, MAXM>;
     if (live) {
         let wrow = r * k;
@@ -49,7 +50,7 @@ fn matvec(
             let e = 2u * q;
 #ifdef F16_MATH
             let wv = w2h(wrow + e);
-            for (var i = 0u; i < MAXM; i++) {
+            for (var i = 0u; i < ROWS; i++) {
                 if (i < mc) {
                     let pr = wv * x2h(xrow + i * k + e);
                     acc[i] += f32(pr.x) + f32(pr.y);
@@ -57,7 +58,7 @@ fn matvec(
             }
 #else
             let wv = w2(wrow + e);
-            for (var i = 0u; i < MAXM; i++) {
+            for (var i = 0u; i < ROWS; i++) {
                 if (i < mc) {
                     acc[i] += dot(wv, x2(xrow + i * k + e));
                 }

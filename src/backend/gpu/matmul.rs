@@ -127,12 +127,12 @@ impl MatmulVariant {
         d
     }
 
-    /// The pipeline-cache key for workgroup size `wg` (and, for GEMM, `tx` invocations along
-    /// the output columns).
-    pub(crate) fn key(&self, wg: u32, tx: u32) -> PipelineKey {
+    /// The pipeline-cache key for workgroup size `wg` and `aux`: for matvec the rows of x per
+    /// workgroup (1, 2, 4 or 8), for GEMM the invocations along the output columns.
+    pub(crate) fn key(&self, wg: u32, aux: u32) -> PipelineKey {
         let (family, entry, constants) = match self.kernel {
-            MatmulKernel::Matvec => ("matvec", "matvec", vec![("WG", wg)]),
-            MatmulKernel::Gemm => ("gemm", "gemm", vec![("WG", wg), ("TX", tx)]),
+            MatmulKernel::Matvec => ("matvec", "matvec", vec![("WG", wg), ("ROWS", aux)]),
+            MatmulKernel::Gemm => ("gemm", "gemm", vec![("WG", wg), ("TX", aux)]),
         };
         PipelineKey::new(family, entry, self.name(), self.defines(), constants)
     }
@@ -152,6 +152,8 @@ struct Launch {
     wg: u32,
     /// GEMM: invocations along y columns.
     tx: u32,
+    /// Matvec: rows of x per workgroup.
+    rows: u32,
 }
 
 /// Parameters of one dispatch, as `Params` in `shaders/_matmul_io.wgsl`.
@@ -213,8 +215,8 @@ impl GpuBackend {
         8
     }
 
-    /// Workgroup size and pipeline for `v`.
-    fn launch(&self, v: &MatmulVariant) -> Result<Launch> {
+    /// Workgroup size and pipeline for `v` with `m` rows of x.
+    fn launch(&self, v: &MatmulVariant, m: usize) -> Result<Launch> {
         let l = &self.ctx.limits;
         let max_wg = l
             .max_compute_invocations_per_workgroup
@@ -236,8 +238,19 @@ impl GpuBackend {
                 v.name()
             )));
         }
-        let pipeline = self.pipelines.get(&self.ctx.device, &v.key(wg, tx))?;
-        Ok(Launch { pipeline, wg, tx })
+        // Matvec rows per workgroup: the next power of two covering m, at most MATVEC_MAXM.
+        let rows = m.clamp(1, MATVEC_MAXM).next_power_of_two() as u32;
+        let aux = match v.kernel {
+            MatmulKernel::Matvec => rows,
+            MatmulKernel::Gemm => tx,
+        };
+        let pipeline = self.pipelines.get(&self.ctx.device, &v.key(wg, aux))?;
+        Ok(Launch {
+            pipeline,
+            wg,
+            tx,
+            rows,
+        })
     }
 
     /// `y = x · wᵀ` with an explicit variant.
@@ -273,7 +286,7 @@ impl GpuBackend {
         };
         u32_of("k", k)?;
         u32_of("n", n)?;
-        let launch = self.launch(v)?;
+        let launch = self.launch(v, m)?;
         let y = self.ctx.scoped("matmul", || {
             let y = self.ctx.alloc_rows("matmul output", m, n * 4)?;
             if m > 0 && n > 0 {
@@ -304,7 +317,7 @@ impl GpuBackend {
     ) -> Result<()> {
         let max_groups = self.ctx.limits.max_compute_workgroups_per_dimension.max(1) as usize;
         let (bm, bn) = match v.kernel {
-            MatmulKernel::Matvec => (MATVEC_MAXM, 1),
+            MatmulKernel::Matvec => (l.rows as usize, 1),
             MatmulKernel::Gemm => (GEMM_TM * (l.wg / l.tx) as usize, GEMM_TN * l.tx as usize),
         };
         let budget = self.submit_budget as usize;
@@ -325,7 +338,7 @@ impl GpuBackend {
                     }
                     // Rows of x per dispatch (a whole number of tiles), then weight rows.
                     let m_step = match v.kernel {
-                        MatmulKernel::Matvec => MATVEC_MAXM,
+                        MatmulKernel::Matvec => bm,
                         MatmulKernel::Gemm => {
                             let want = (budget / (k.max(1) * bn)).max(bm);
                             (want / bm * bm).min(max_groups * bm)
