@@ -3,7 +3,7 @@
 
 use super::Ctx;
 use crate::error::{Error, Result};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Bytes per staging buffer; larger transfers go through it piece by piece.
@@ -44,6 +44,8 @@ pub(crate) struct StagingPool {
     upload: Arc<Mutex<Vec<wgpu::Buffer>>>,
     /// MAP_READ | COPY_DST buffers, unmapped.
     download: Mutex<Vec<wgpu::Buffer>>,
+    /// Upload staging buffers submitted and not yet mapped again.
+    in_flight: Arc<AtomicUsize>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -188,8 +190,16 @@ impl Ctx {
 
     /// Writes one piece (≤ STAGING_BYTES) at `offset` of `dst` through a pooled staging buffer.
     fn write_piece(&self, dst: &wgpu::Buffer, offset: u64, piece: &[u8]) -> Result<()> {
-        // Collect staging buffers whose re-mapping has finished.
-        let _ = self.device.poll(wgpu::PollType::Poll);
+        // Collect staging buffers whose re-mapping has finished; when many are still in flight
+        // (a slow device behind a large upload), wait rather than allocate more.
+        let wait = if self.pool.in_flight.load(Ordering::Acquire) >= POOL_CAP {
+            wgpu::PollType::wait_indefinitely()
+        } else {
+            wgpu::PollType::Poll
+        };
+        self.device
+            .poll(wait)
+            .map_err(|e| Error::DeviceLost(format!("poll: {e}")))?;
         let staging = lock(&self.pool.upload).pop().unwrap_or_else(|| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wattle upload staging"),
@@ -219,8 +229,11 @@ impl Ctx {
         self.queue.submit([enc.finish()]);
         // Back to the pool once the copy is done and the buffer is mapped again.
         let pool = self.pool.upload.clone();
+        let in_flight = self.pool.in_flight.clone();
+        in_flight.fetch_add(1, Ordering::AcqRel);
         let again = staging.clone();
         staging.map_async(wgpu::MapMode::Write, .., move |r| {
+            in_flight.fetch_sub(1, Ordering::AcqRel);
             let mut pool = lock(&pool);
             if r.is_ok() && pool.len() < POOL_CAP {
                 pool.push(again);

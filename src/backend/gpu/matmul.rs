@@ -215,6 +215,12 @@ impl GpuBackend {
         8
     }
 
+    /// Builds (or fetches) the pipeline of `v` for one row of x.
+    #[cfg(test)]
+    pub(crate) fn launch_for_test(&self, v: &MatmulVariant) -> Result<()> {
+        self.launch(v, 1).map(|_| ())
+    }
+
     /// Workgroup size and pipeline for `v` with `m` rows of x.
     fn launch(&self, v: &MatmulVariant, m: usize) -> Result<Launch> {
         let l = &self.ctx.limits;

@@ -169,7 +169,12 @@ pub(crate) fn enumerate_with(apis: &[GpuApi], max_binding: Option<u64>) -> Resul
     let mut devices = Vec::new();
     for adapter in adapters {
         let info = adapter.get_info();
-        match open(&instance, adapter, max_binding) {
+        // A driver that panics while opening must not take the Runtime down with it.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            open(&instance, adapter, max_binding)
+        }))
+        .unwrap_or_else(|_| Err(Error::NotAvailable("panicked while opening".into())));
+        match opened {
             Ok(Some(d)) => devices.push(d),
             Ok(None) => {}
             Err(e) => warn_once(&format!(
@@ -225,6 +230,12 @@ fn open(
     device.on_uncaptured_error(Arc::new(move |e| {
         warn_once(&format!("wattle: uncaptured GPU error on {name}: {e}"));
     }));
+    let name = info.name.clone();
+    device.set_device_lost_callback(move |reason, msg| {
+        if reason != wgpu::DeviceLostReason::Destroyed {
+            warn_once(&format!("wattle: GPU device {name} lost: {msg}"));
+        }
+    });
     let lower = info.name.to_ascii_lowercase();
     let software = info.device_type == wgpu::DeviceType::Cpu
         || SOFTWARE_NAMES.iter().any(|s| lower.contains(s));
@@ -303,6 +314,27 @@ pub fn shader_sources() -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shader_errors_are_pipeline_errors() {
+        let all = [GpuApi::Vulkan, GpuApi::Metal, GpuApi::Dx12, GpuApi::Gl];
+        for dev in enumerate(&all).unwrap() {
+            let g = dev.gpu().unwrap();
+            // No W_*/X_* defines: the loaders are missing, so the WGSL does not compile.
+            let key = pipeline::PipelineKey::new(
+                "matvec",
+                "matvec",
+                "broken".into(),
+                vec![],
+                vec![("WG", 64), ("ROWS", 1)],
+            );
+            let r = g.pipelines.get(&g.ctx.device, &key);
+            assert!(matches!(r, Err(Error::Pipeline(_))), "{dev}");
+            // The device still works afterwards.
+            let v = g.choose_matmul(1, DType::F32, DType::F32);
+            assert!(g.launch_for_test(&v).is_ok(), "{dev}");
+        }
+    }
 
     #[test]
     fn backend_types_are_send_sync() {
