@@ -21,12 +21,14 @@ mod device;
 mod error;
 pub mod gguf;
 mod host;
+mod linear_attention;
 mod runtime;
 mod tensor;
 
 pub use attention::AttentionParams;
 pub use device::{Device, DeviceFeatures, DeviceInfo, DeviceKind, DeviceLimits, GpuApi};
 pub use error::{Error, Result};
+pub use linear_attention::{LinearAttention, LinearForm};
 pub use runtime::Runtime;
 pub use tensor::Tensor;
 pub use wattle_kernels::{DType, Isa};

@@ -99,6 +99,42 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Linear attention (SPEC §7): `q, k [t, h, d_k]`, `v [t, h, d_v]`, optional state in ->
+    /// (output `[t, h, d_v]` F32, state out). The state is `[h, d_k, d_v]` F32 (`[h, d_k, d_v + 1]`
+    /// for [`LinearAttention::Vanilla`], whose last column is the normaliser z). Chunked or
+    /// recurrent by length; both give the same results within SPEC §4's bound.
+    pub fn linear_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        kind: &crate::LinearAttention,
+        state: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        self.linear_attention_with(q, k, v, kind, state, crate::LinearForm::Auto)
+    }
+
+    /// [`Runtime::linear_attention`] with the evaluation form chosen by the caller.
+    pub fn linear_attention_with(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        kind: &crate::LinearAttention,
+        state: Option<&Tensor>,
+        form: crate::LinearForm,
+    ) -> Result<(Tensor, Tensor)> {
+        match q.device().backend() {
+            Backend::Cpu(c) => crate::linear_attention::run(c.pool, q, k, v, kind, state, form),
+            Backend::Gpu(_) => Err(Error::UnsupportedDType {
+                op: "linear_attention on a GPU (not yet)",
+                dtype: q.dtype(),
+            }),
+        }
+    }
+}
+
 /// Validates a matmul's operands; returns `(m, n, k)`.
 fn check_matmul(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
     if x.device() != w.device() {

@@ -1,0 +1,199 @@
+//! Linear attention (SPEC §7): kinds, validation, and the CPU entry point.
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use crate::DType;
+use wattle_kernels::linear_attn::{chunked, recurrent, Kind, LinShape, CHUNK};
+use wattle_kernels::pool::ThreadPool;
+
+/// Which linear-attention recurrence (SPEC §7).
+#[derive(Clone, Debug)]
+pub enum LinearAttention {
+    /// φ = elu + 1 with a normaliser; the state carries z as an extra value column
+    /// (`[h, d_k, d_v + 1]`).
+    Vanilla,
+    /// Retention: S_t = γ_h S_{t−1} + k_t v_tᵀ, `gamma` per head in (0, 1].
+    Retention {
+        /// Per-head decay.
+        gamma: Vec<f32>,
+    },
+    /// Gated linear attention: S_t = diag(exp(g_t)) S_{t−1} + k_t v_tᵀ.
+    Gated {
+        /// `[t, h, d_k]` F32, every value ≤ 0.
+        log_decay: Tensor,
+    },
+    /// Gated delta rule: S_t = exp(a_t)(I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ (keys L2-normalised
+    /// by the caller).
+    GatedDelta {
+        /// `[t, h]` F32 write strengths.
+        beta: Tensor,
+        /// `[t, h]` F32, every value ≤ 0.
+        log_decay: Tensor,
+    },
+}
+
+/// How to evaluate: one token at a time, or in chunks of 64 (the runtime's choice by length).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LinearForm {
+    /// Recurrent below one chunk of tokens, chunked from there on.
+    #[default]
+    Auto,
+    /// One token at a time (decode).
+    Recurrent,
+    /// Chunked-parallel (prefill).
+    Chunked,
+}
+
+fn floats(t: &Tensor, what: &'static str) -> Result<Vec<f32>> {
+    match t.dtype() {
+        DType::F32 | DType::F16 | DType::BF16 => t.to_f32_vec(),
+        dtype => Err(Error::UnsupportedDType { op: what, dtype }),
+    }
+}
+
+fn shape_err(detail: String) -> Error {
+    Error::ShapeMismatch {
+        op: "linear_attention",
+        detail,
+    }
+}
+
+fn gate(t: &Tensor, shape: &[usize], what: &'static str, nonpositive: bool) -> Result<Vec<f32>> {
+    if t.shape() != shape {
+        return Err(shape_err(format!(
+            "{what} must be {shape:?}, got {:?}",
+            t.shape()
+        )));
+    }
+    let v = floats(t, what)?;
+    if v.iter()
+        .any(|x| !x.is_finite() || (nonpositive && *x > 0.0))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{what} must be finite{}",
+            if nonpositive { " and ≤ 0" } else { "" }
+        )));
+    }
+    Ok(v)
+}
+
+/// Runs linear attention on the CPU; returns the output `[t, h, d_v]` and the new state.
+pub(crate) fn run(
+    pool: &ThreadPool,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    kind: &LinearAttention,
+    state: Option<&Tensor>,
+    form: LinearForm,
+) -> Result<(Tensor, Tensor)> {
+    let dev = q.device();
+    for t in [k, v] {
+        if t.device() != dev {
+            return Err(Error::DeviceMismatch(
+                dev.to_string(),
+                t.device().to_string(),
+            ));
+        }
+    }
+    let (&[t, h, dk], &[tk, hk, dk2], &[tv, hv, dv]) = (q.shape(), k.shape(), v.shape()) else {
+        return Err(shape_err(format!(
+            "q, k must be [t, h, d_k] and v [t, h, d_v]; got {:?}, {:?}, {:?}",
+            q.shape(),
+            k.shape(),
+            v.shape()
+        )));
+    };
+    if (tk, hk, dk2) != (t, h, dk) || (tv, hv) != (t, h) {
+        return Err(shape_err(format!(
+            "q {:?}, k {:?}, v {:?} disagree",
+            q.shape(),
+            k.shape(),
+            v.shape()
+        )));
+    }
+    let vanilla = matches!(kind, LinearAttention::Vanilla);
+    let cols = if vanilla { dv + 1 } else { dv };
+    let (qv, kv, vv) = (
+        floats(q, "linear_attention (q)")?,
+        floats(k, "linear_attention (k)")?,
+        floats(v, "linear_attention (v)")?,
+    );
+    // State [h, d_k, cols]: S in the first d_v columns, z in the last for vanilla.
+    let mut packed = match state {
+        None => vec![0f32; h * dk * cols],
+        Some(s) => {
+            if s.shape() != [h, dk, cols] || s.dtype() != DType::F32 {
+                return Err(shape_err(format!(
+                    "state must be [{h}, {dk}, {cols}] F32, got {} {:?}",
+                    s.dtype(),
+                    s.shape()
+                )));
+            }
+            s.to_f32_vec()?
+        }
+    };
+    let mut st: Vec<f32> = packed
+        .chunks_exact(cols)
+        .flat_map(|r| &r[..dv])
+        .copied()
+        .collect();
+    let mut z: Vec<f32> = if vanilla {
+        packed.chunks_exact(cols).map(|r| r[dv]).collect()
+    } else {
+        Vec::new()
+    };
+    let (g1, g2);
+    let kk = match kind {
+        LinearAttention::Vanilla => Kind::Vanilla,
+        LinearAttention::Retention { gamma } => {
+            if gamma.len() != h {
+                return Err(shape_err(format!(
+                    "gamma has {} entries for {h} heads",
+                    gamma.len()
+                )));
+            }
+            if gamma.iter().any(|g| !(*g > 0.0 && *g <= 1.0)) {
+                return Err(Error::InvalidArgument(
+                    "retention gamma must lie in (0, 1]".into(),
+                ));
+            }
+            Kind::Retention { gamma }
+        }
+        LinearAttention::Gated { log_decay } => {
+            g1 = gate(log_decay, &[t, h, dk], "log_decay", true)?;
+            Kind::Gated { log_decay: &g1 }
+        }
+        LinearAttention::GatedDelta { beta, log_decay } => {
+            g1 = gate(beta, &[t, h], "beta", false)?;
+            g2 = gate(log_decay, &[t, h], "log_decay", true)?;
+            Kind::GatedDelta {
+                beta: &g1,
+                log_decay: &g2,
+            }
+        }
+    };
+    let s = LinShape { t, h, dk, dv };
+    let mut out = vec![0f32; t * h * dv];
+    let chunked_form = match form {
+        LinearForm::Auto => t >= CHUNK,
+        LinearForm::Recurrent => false,
+        LinearForm::Chunked => true,
+    };
+    let zs = vanilla.then_some(&mut z[..]);
+    if chunked_form {
+        chunked::run(pool, &qv, &kv, &vv, kk, s, &mut st, zs, &mut out);
+    } else {
+        recurrent::run(pool, &qv, &kv, &vv, kk, s, &mut st, zs, &mut out);
+    }
+    for (i, row) in packed.chunks_exact_mut(cols).enumerate() {
+        row[..dv].copy_from_slice(&st[i * dv..(i + 1) * dv]);
+        if vanilla {
+            row[dv] = z[i];
+        }
+    }
+    Ok((
+        Tensor::from_f32(&out, &[t, h, dv])?,
+        Tensor::from_f32(&packed, &[h, dk, cols])?,
+    ))
+}
