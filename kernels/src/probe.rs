@@ -100,7 +100,9 @@ impl fmt::Display for Vector {
 /// Settings of the bandwidth probe.
 #[derive(Clone, Debug)]
 pub struct BandwidthOptions {
-    /// Buffer size in bytes; must be much larger than the last-level cache (default 1 GiB).
+    /// Buffer size in bytes (default 1 GiB). Much larger than the last-level cache, it gives
+    /// the memory ceiling; the size of a kernel's working set, the ceiling that kernel sees
+    /// when it rereads the same data (a cache-resident buffer is swept several times a pass).
     pub bytes: usize,
     /// Largest thread count tried (every count from 1 up to it is tried; default: all cores).
     pub max_threads: usize,
@@ -211,16 +213,19 @@ pub fn read_bandwidth_report(opts: &BandwidthOptions) -> BandwidthReport {
         .copied()
         .filter(|v| Vector::supported().contains(v))
         .collect();
+    // A small (cache-resident) buffer is read several times per timed pass, so that a pass
+    // lasts long enough for the clock and the barrier not to matter.
+    let sweeps = MIN_PASS_BYTES.div_ceil(lines * 64).max(1);
     let mut samples = Vec::new();
     for threads in 1..=max_threads {
         for &vector in &vectors {
             for &pattern in &opts.patterns {
-                let secs = time_passes(&buf, pattern, vector, threads, opts.reps.max(1));
+                let secs = time_passes(&buf, pattern, vector, threads, opts.reps.max(1), sweeps);
                 samples.push(BandwidthSample {
                     pattern,
                     vector,
                     threads,
-                    gb_per_s: (lines * 64) as f64 / secs / 1e9,
+                    gb_per_s: (sweeps * lines * 64) as f64 / secs / 1e9,
                 });
             }
         }
@@ -231,9 +236,20 @@ pub fn read_bandwidth_report(opts: &BandwidthOptions) -> BandwidthReport {
     }
 }
 
-/// Runs `reps` passes of `pattern` over `buf` on `threads` threads released together; returns
-/// the fastest pass in seconds (from the release to the last thread finishing).
-fn time_passes(buf: &[Line], pattern: Pattern, vector: Vector, threads: usize, reps: usize) -> f64 {
+/// Bytes a timed pass reads at least (small buffers are swept several times).
+const MIN_PASS_BYTES: usize = 64 << 20;
+
+/// Runs `reps` passes of `pattern` over `buf` (each sweeping it `sweeps` times) on `threads`
+/// threads released together; returns the fastest pass in seconds (from the release to the
+/// last thread finishing).
+fn time_passes(
+    buf: &[Line],
+    pattern: Pattern,
+    vector: Vector,
+    threads: usize,
+    reps: usize,
+    sweeps: usize,
+) -> f64 {
     let barrier = Barrier::new(threads);
     let mut best = f64::INFINITY;
     std::thread::scope(|s| {
@@ -246,7 +262,9 @@ fn time_passes(buf: &[Line], pattern: Pattern, vector: Vector, threads: usize, r
                     for _ in 0..=reps {
                         barrier.wait();
                         let t0 = Instant::now();
-                        black_box(read_share(buf, pattern, vector, t, threads));
+                        for _ in 0..sweeps {
+                            black_box(read_share(buf, pattern, vector, t, threads));
+                        }
                         barrier.wait();
                         times.push(t0.elapsed().as_secs_f64());
                     }

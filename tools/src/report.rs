@@ -188,6 +188,20 @@ fn row_cells(r: &Row) -> Vec<String> {
     ]
 }
 
+/// `224 MiB: 61.2 GB/s, …`
+fn hot_list(hot: &[crate::bench::HotBandwidth]) -> String {
+    hot.iter()
+        .map(|h| {
+            format!(
+                "{} MiB: {} GB/s",
+                fmt_sig(h.bytes as f64 / (1u64 << 20) as f64),
+                fmt_sig(h.gb_per_s)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn table(r: &Report) -> String {
     let mut out = String::new();
     for (k, v) in system_lines(r) {
@@ -211,6 +225,9 @@ fn table(r: &Report) -> String {
         &roof,
         &[false, true, true, false],
     ));
+    for x in r.roofline.iter().filter(|x| !x.hot.is_empty()) {
+        let _ = writeln!(out, "{} hot working sets: {}", x.device, hot_list(&x.hot));
+    }
     out.push('\n');
     let any_note = r.rows.iter().any(|x| x.shape_note.is_some());
     let mut headers = ROW_HEADERS.to_vec();
@@ -244,7 +261,7 @@ fn table(r: &Report) -> String {
 }
 
 /// CSV column names.
-pub const CSV_HEADER: &str = "device,device_kind,op,phase,dtype,m,n,k,mode,copies,reps,median_us,min_us,max_us,q1_us,q3_us,bytes,gb_per_s,gops,roofline_pct,bound,peer,peer_us,peer_ratio,shape_note";
+pub const CSV_HEADER: &str = "device,device_kind,op,phase,dtype,m,n,k,mode,copies,reps,median_us,min_us,max_us,q1_us,q3_us,bytes,gb_per_s,gops,roofline_gb_per_s,roofline_pct,bound,peer,peer_us,peer_ratio,shape_note";
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
@@ -279,6 +296,7 @@ fn csv(r: &Report) -> String {
             x.bytes.to_string(),
             format!("{}", x.gb_per_s),
             format!("{}", x.gops),
+            num(x.roofline_gb_per_s),
             num(x.roofline_pct),
             x.bound.clone().unwrap_or_default(),
             csv_field(x.peer.as_deref().unwrap_or("")),
@@ -314,6 +332,14 @@ fn markdown(r: &Report) -> String {
             md_cell(&x.detail)
         );
     }
+    for x in r.roofline.iter().filter(|x| !x.hot.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\n{} hot working sets: {}",
+            md_cell(&x.device),
+            hot_list(&x.hot)
+        );
+    }
     out.push_str("\n## Matmul\n\n");
     let mut headers = ROW_HEADERS.to_vec();
     headers.push("note");
@@ -341,7 +367,7 @@ fn markdown(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{Mode, Roofline};
+    use crate::bench::{HotBandwidth, Mode, Roofline};
     use crate::stats::Summary;
     use crate::sysinfo::{AdapterInfo, SystemInfo};
 
@@ -384,6 +410,7 @@ mod tests {
             bytes: 4096 * 14336 * 4,
             gb_per_s: 78.3,
             gops: 39.1,
+            roofline_gb_per_s: Some(82.0),
             roofline_pct: Some(95.0),
             bound: Some("memory".into()),
             peer: (mode == Mode::Hot).then(|| "ggml".to_string()),
@@ -398,6 +425,10 @@ mod tests {
                 bandwidth_gb_per_s: Some(82.0),
                 fma_gflops: Some(577.0),
                 detail: "read prefetch avx512 × 2 threads".into(),
+                hot: vec![HotBandwidth {
+                    bytes: 4096 * 14336 * 4,
+                    gb_per_s: 90.0,
+                }],
             }],
             rows: vec![
                 row(1, Mode::Hot, "f32"),
@@ -478,6 +509,7 @@ mod tests {
         assert!(s.contains("0.95×"));
         assert!(s.contains("95% mem"));
         assert!(s.contains("note: a note"));
+        assert!(s.contains("hot working sets: 224 MiB: 90.0 GB/s"));
         assert_eq!(s.matches("matmul decode").count(), 2);
     }
 
