@@ -44,6 +44,12 @@ if command -v rustup >/dev/null; then
   fi
 fi
 
+# wgpu's GL backend (EGL) wants a runtime dir; CI shells have none.
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+  export XDG_RUNTIME_DIR=${TMPDIR:-/tmp}/wattle-xdg-$(id -u)
+  mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+fi
+
 step "fetching the real test model (SmolLM2-135M Q4_1 GGUF)"
 tools/fetch-model.sh || echo "test.sh: could not fetch the model; its tests will say they skipped" >&2
 
