@@ -1,0 +1,232 @@
+//! The tiled quantized-matmul body, written once over [`QSimd`] and [`Packed`], and the per-task
+//! driver that walks tiles and activation rows. ISA modules wrap [`run_tiles`] in a
+//! `#[target_feature]` function so the whole body compiles with their instructions.
+
+use super::act::Acts;
+use super::repack::{Packed, TR};
+use super::simd::QSimd;
+use super::SharedMut;
+use std::array::from_fn;
+
+/// The tiles and activation rows of one task.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TaskRange {
+    /// First tile.
+    pub t0: usize,
+    /// One past the last tile.
+    pub t1: usize,
+    /// First activation row.
+    pub i0: usize,
+    /// One past the last activation row.
+    pub i1: usize,
+}
+
+/// What one task needs: packed weights, activations and the output.
+pub(crate) struct Job<'a> {
+    /// Packed tiles, `tile_bytes` each.
+    pub w: &'a [u8],
+    /// Bytes per tile.
+    pub tile_bytes: usize,
+    /// Weight rows.
+    pub n: usize,
+    /// Activation rows.
+    pub m: usize,
+    /// Values per row.
+    pub k: usize,
+    /// The quantized activations.
+    pub acts: &'a Acts,
+    /// `y`, `[m, n]`.
+    pub y: SharedMut<'a, f32>,
+}
+
+/// Activation rows per micro-kernel call and tiles per call, per format: K-quants keep a
+/// per-chunk partial sum per output vector, so they take one tile and more rows.
+const fn blocking<P: Packed>() -> (usize, usize) {
+    if P::SUBS == 1 {
+        (4, 2)
+    } else {
+        (6, 1)
+    }
+}
+
+/// Multiplies `MR` activation rows from `i0` by `NT` tiles from `w` over the whole `k`;
+/// returns one 16-lane vector per (row, tile).
+///
+/// # Safety
+/// `w` points at `NT` consecutive tiles of `tile_bytes`; rows `i0..i0 + MR` exist in `acts`;
+/// inlined into a wrapper with `Q`'s features.
+#[inline(always)]
+unsafe fn tile_body<Q: QSimd, P: Packed, const MR: usize, const NT: usize>(
+    w: *const u8,
+    tile_bytes: usize,
+    acts: &Acts,
+    i0: usize,
+    k: usize,
+) -> [[Q::F; NT]; MR] {
+    let kb = k / P::BLOCK;
+    let codes: [*const u8; NT] = from_fn(|j| w.add(j * tile_bytes));
+    let heads: [*const u8; NT] = from_fn(|j| w.add(j * tile_bytes + kb * P::CODES));
+    let xq: [*const i8; MR] = from_fn(|i| acts.xq.as_ptr().add((i0 + i) * k));
+    let init: [*const i32; MR] = from_fn(|i| acts.init.as_ptr().add((i0 + i) * kb * P::SUBS));
+    let xsf: [*const f32; MR] = from_fn(|i| {
+        if P::HAS_C {
+            acts.xsf.as_ptr().add((i0 + i) * kb * P::SUBS)
+        } else {
+            acts.xsf.as_ptr()
+        }
+    });
+    let dx: [*const f32; MR] = from_fn(|i| acts.dx.as_ptr().add((i0 + i) * kb));
+    let biased = P::SIGNED && Q::SIGNED_VIA_BIAS;
+    let x4 = |i: usize, off: usize| xq[i].add(off).cast::<i32>().read_unaligned();
+
+    let mut acc: [[Q::F; NT]; MR] = [[Q::zero_f(); NT]; MR];
+    for c in 0..kb {
+        let mut t: [[Q::F; NT]; MR] = [[Q::zero_f(); NT]; MR];
+        for s in 0..P::SUBS {
+            let cs: [*const u8; NT] = from_fn(|j| codes[j].add(c * P::CODES + s * P::SUB_BYTES));
+            let xo = c * P::BLOCK + s * P::S;
+            let si = c * P::SUBS + s;
+            let mut isum: [[Q::I; NT]; MR] = from_fn(|i| [Q::splat_i(*init[i].add(si)); NT]);
+            if P::NIBBLES {
+                let half = P::S / 8;
+                for v in 0..half {
+                    let raw: [Q::W; NT] = from_fn(|j| Q::load_w(cs[j].add(64 * v)));
+                    let lo: [Q::W; NT] = from_fn(|j| Q::nib_lo(raw[j]));
+                    let hi: [Q::W; NT] = from_fn(|j| Q::nib_hi(raw[j]));
+                    for i in 0..MR {
+                        let (xl, xh) = (x4(i, xo + 4 * v), x4(i, xo + 4 * (v + half)));
+                        for j in 0..NT {
+                            isum[i][j] = Q::dot_u(isum[i][j], lo[j], xl);
+                            isum[i][j] = Q::dot_u(isum[i][j], hi[j], xh);
+                        }
+                    }
+                }
+            } else {
+                for g in 0..P::S / 4 {
+                    let wv: [Q::W; NT] = from_fn(|j| {
+                        let r = Q::load_w(cs[j].add(64 * g));
+                        if biased {
+                            Q::flip(r)
+                        } else {
+                            r
+                        }
+                    });
+                    for i in 0..MR {
+                        let xv = x4(i, xo + 4 * g);
+                        for j in 0..NT {
+                            isum[i][j] = if P::SIGNED && !biased {
+                                Q::dot_s(isum[i][j], wv[j], xv)
+                            } else {
+                                Q::dot_u(isum[i][j], wv[j], xv)
+                            };
+                        }
+                    }
+                }
+            }
+            let sc: [(Q::F, Q::F); NT] = from_fn(|j| P::scales::<Q>(heads[j].add(c * P::HEAD), s));
+            for i in 0..MR {
+                let xs = if P::HAS_C {
+                    Q::splat_f(*xsf[i].add(si))
+                } else {
+                    Q::zero_f()
+                };
+                if P::SUBS == 1 {
+                    let dxv = Q::splat_f(*dx[i].add(c));
+                    for j in 0..NT {
+                        let mut f = Q::mul(Q::cvt(isum[i][j]), sc[j].0);
+                        if P::HAS_C {
+                            f = Q::fma(sc[j].1, xs, f);
+                        }
+                        acc[i][j] = Q::fma(f, dxv, acc[i][j]);
+                    }
+                } else {
+                    for j in 0..NT {
+                        t[i][j] = Q::fma(Q::cvt(isum[i][j]), sc[j].0, t[i][j]);
+                        if P::HAS_C {
+                            t[i][j] = Q::fma(sc[j].1, xs, t[i][j]);
+                        }
+                    }
+                }
+            }
+        }
+        if P::SUBS > 1 {
+            for i in 0..MR {
+                let dxv = Q::splat_f(*dx[i].add(c));
+                for j in 0..NT {
+                    acc[i][j] = Q::fma(t[i][j], dxv, acc[i][j]);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Writes the `MR × NT` result vectors of rows `i0..` and tiles `t0..` into `y`.
+///
+/// # Safety
+/// The caller's task owns these output elements; inlined into a wrapper with `Q`'s features.
+#[inline(always)]
+unsafe fn store<Q: QSimd, const MR: usize, const NT: usize>(
+    job: &Job<'_>,
+    acc: [[Q::F; NT]; MR],
+    i0: usize,
+    t0: usize,
+) {
+    for (i, row) in acc.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            let c0 = (t0 + j) * TR;
+            let cols = TR.min(job.n - c0);
+            let off = (i0 + i) * job.n + c0;
+            if cols == TR {
+                Q::store(job.y.ptr(off, TR), *v);
+            } else {
+                let mut tmp = [0.0f32; TR];
+                Q::store(tmp.as_mut_ptr(), *v);
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), job.y.ptr(off, cols), cols);
+            }
+        }
+    }
+}
+
+/// Rows `i0..i0 + mr` (`mr ≤ MR`) times `NT` tiles from `t0`.
+///
+/// # Safety
+/// As [`tile_body`] and [`store`].
+#[inline(always)]
+unsafe fn rows<Q: QSimd, P: Packed, const MR: usize, const NT: usize>(
+    job: &Job<'_>,
+    i0: usize,
+    t0: usize,
+) {
+    let w = job.w.as_ptr().add(t0 * job.tile_bytes);
+    let acc = tile_body::<Q, P, MR, NT>(w, job.tile_bytes, job.acts, i0, job.k);
+    store::<Q, MR, NT>(job, acc, i0, t0);
+}
+
+/// Computes tiles `t0..t1` for activation rows `i0..i1`.
+///
+/// # Safety
+/// The caller owns output columns `16·t0 .. min(16·t1, n)` of rows `i0..i1 ≤ m`; `job` is
+/// consistent (checked by the driver); inlined into a wrapper with `Q`'s features.
+#[inline(always)]
+pub(crate) unsafe fn run_tiles<Q: QSimd, P: Packed>(job: &Job<'_>, r: TaskRange) {
+    let TaskRange { t0, t1, i0, i1 } = r;
+    let (mr, nt) = blocking::<P>();
+    let mut t = t0;
+    while t < t1 {
+        let two = nt == 2 && t1 - t >= 2;
+        let mut i = i0;
+        while i < i1 {
+            let full = i1 - i >= mr;
+            match (full, two, mr) {
+                (true, true, _) => rows::<Q, P, 4, 2>(job, i, t),
+                (true, false, 4) => rows::<Q, P, 4, 1>(job, i, t),
+                (true, false, _) => rows::<Q, P, 6, 1>(job, i, t),
+                (false, true, _) => rows::<Q, P, 1, 2>(job, i, t),
+                (false, false, _) => rows::<Q, P, 1, 1>(job, i, t),
+            }
+            i += if full { mr } else { 1 };
+        }
+        t += if two { 2 } else { 1 };
+    }
+}
