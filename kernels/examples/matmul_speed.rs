@@ -3,7 +3,7 @@
 //! measured f32 FMA peak), for F32, F16 and BF16 weights. Hot mode: the same weights each run.
 //!
 //! ```text
-//! cargo run --release -p wattle-kernels --example matmul_speed [-- decode|prefill|peak ...]
+//! cargo run --release -p wattle-kernels --example matmul_speed [-- decode|prefill|peak|pool ...]
 //! ```
 //! `m=NUM` adds a run with that many activation rows; `f32`, `f16`, `bf16` pick dtypes. `WATTLE_THREADS` sizes the pool,
 //! `WATTLE_CPU_ISA` forces a path.
@@ -82,6 +82,47 @@ fn main() {
         "isa {isa}, {} threads, n={N} k={K} (weights [n, k]), hot",
         pool.threads()
     );
+
+    if want("pool") {
+        // Fork/join cost of an empty job: back to back (workers spinning) and after a pause
+        // long enough for them to park.
+        let (hot, _, _) = time(100, 2000, threads, || pool.run(threads, |_| {}));
+        let cold = median(
+            (0..20)
+                .map(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    let t0 = Instant::now();
+                    pool.run(threads, |_| {});
+                    t0.elapsed().as_secs_f64()
+                })
+                .collect(),
+        );
+        // A job that needs every thread: each task waits until all tasks have started.
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        let all = median(
+            (0..20)
+                .map(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    started.store(0, std::sync::atomic::Ordering::SeqCst);
+                    let t0 = Instant::now();
+                    pool.run(threads, |_| {
+                        started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        while started.load(std::sync::atomic::Ordering::SeqCst) < threads {
+                            std::hint::spin_loop();
+                        }
+                    });
+                    t0.elapsed().as_secs_f64()
+                })
+                .collect(),
+        );
+        println!(
+            "pool    empty run: {:.2} us back to back, {:.1} us after 2 ms idle; \
+             all {threads} threads joined after 2 ms idle: {:.1} us",
+            hot * 1e6,
+            cold * 1e6,
+            all * 1e6
+        );
+    }
 
     let mut peak = 0.0f64;
     if want("peak") || want("prefill") {

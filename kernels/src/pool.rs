@@ -4,14 +4,17 @@
 //! while after each job (a decode matvec is well under a millisecond, so waking a parked thread
 //! or spawning one per call would be visible), then park on a condition variable.
 //!
-//! A job is broadcast to the first `min(tasks, threads) - 1` workers; each one claims task
-//! indices from a shared counter, and the caller claims too. The caller returns only after every
-//! enlisted worker has acknowledged the job, so a job never outlives the borrowed closure.
+//! A job is published through one atomic gate word (sequence number, closed flag, count of
+//! workers inside). Up to `min(tasks, threads) - 1` workers join it while it is open and claim task
+//! indices from a shared counter; the caller claims too. When the caller has no task left to
+//! claim it closes the gate and waits only for the workers that joined, never for one that has not
+//! woken up yet (on a busy machine a descheduled worker would otherwise stall every call). The
+//! borrowed closure therefore outlives every use.
 //!
 //! Callers from several threads are serialised by a mutex; a call from inside a task (a worker or
 //! the caller while it runs tasks) runs its tasks inline on the current thread, so nesting cannot
-//! deadlock. A panic in a task is caught and re-raised on the calling thread once all enlisted
-//! workers are done.
+//! deadlock. A panic in a task is caught and re-raised on the calling thread once the workers that
+//! joined are done.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -23,12 +26,16 @@ use std::time::{Duration, Instant};
 /// How long an idle worker (or a caller waiting for workers) spins before it sleeps.
 const SPIN: Duration = Duration::from_micros(200);
 
-/// Low bits of the epoch word: the number of workers enlisted for the current job.
-const ENLIST_BITS: u32 = 16;
-/// Largest pool size (the enlisted count must fit in [`ENLIST_BITS`]).
-const MAX_THREADS: usize = (1 << ENLIST_BITS) - 1;
-/// Epoch value that tells workers to exit.
+/// Gate word: `seq << SEQ_SHIFT | CLOSED? | inside`.
+const SEQ_SHIFT: u32 = 32;
+/// Set once the caller stops admitting workers to the current job.
+const CLOSED: u64 = 1 << 31;
+/// Bits counting the workers inside the current job.
+const INSIDE: u64 = CLOSED - 1;
+/// Gate value that tells workers to exit.
 const SHUTDOWN: u64 = u64::MAX;
+/// Largest pool size.
+const MAX_THREADS: usize = 1 << 16;
 
 thread_local! {
     /// True on pool workers and on a caller while it runs tasks: nested `run` calls go inline.
@@ -40,8 +47,6 @@ struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
     tasks: usize,
     next: AtomicUsize,
-    /// Enlisted workers that have finished with this job.
-    acks: AtomicUsize,
     /// The first panic payload of a task, re-raised by the caller.
     panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
@@ -66,9 +71,11 @@ impl Job<'_> {
 
 /// State shared by the caller and the workers.
 struct Shared {
-    /// `(sequence << ENLIST_BITS) | enlisted`, bumped once per job; [`SHUTDOWN`] to exit.
-    epoch: AtomicU64,
-    /// The current job, valid while enlisted workers have not acknowledged it.
+    /// `seq << SEQ_SHIFT | CLOSED? | inside`; [`SHUTDOWN`] to exit.
+    gate: AtomicU64,
+    /// Workers with an index below this may join the current job.
+    enlisted: AtomicUsize,
+    /// The current job, valid while the gate counts workers inside or is open.
     job: AtomicPtr<Job<'static>>,
     /// Workers currently asleep (or about to sleep) on `cv`.
     sleepers: AtomicUsize,
@@ -101,7 +108,8 @@ impl ThreadPool {
     pub fn new(threads: usize) -> Self {
         let wanted = threads.clamp(1, MAX_THREADS);
         let shared = Arc::new(Shared {
-            epoch: AtomicU64::new(0),
+            gate: AtomicU64::new(CLOSED),
+            enlisted: AtomicUsize::new(0),
             job: AtomicPtr::new(std::ptr::null_mut()),
             sleepers: AtomicUsize::new(0),
             sleep_lock: Mutex::new(()),
@@ -152,20 +160,19 @@ impl ThreadPool {
             f: &f,
             tasks,
             next: AtomicUsize::new(0),
-            acks: AtomicUsize::new(0),
             panic: Mutex::new(None),
         };
         let ptr: *const Job<'_> = &job;
-        // Erase the closure's lifetime so workers can see the job. Workers dereference the
-        // pointer only between reading this job's epoch and incrementing `acks`, and this
-        // function does not return (nor unwind: `Job::work` catches panics) before every
-        // enlisted worker has incremented `acks`, so the job outlives every use.
+        // Erase the closure's lifetime so workers can see the job. A worker dereferences the
+        // pointer only after joining through the open gate and until it leaves; this function
+        // closes the gate and waits until no worker is inside before it returns (it cannot
+        // unwind earlier: `Job::work` catches panics), so the job outlives every use.
         self.shared
             .job
             .store(ptr.cast::<Job<'static>>().cast_mut(), Ordering::Relaxed);
-        *seq = (*seq + 1) & (u64::MAX >> (ENLIST_BITS + 1));
-        let epoch = (*seq << ENLIST_BITS) | enlisted as u64;
-        self.shared.epoch.store(epoch, Ordering::SeqCst);
+        self.shared.enlisted.store(enlisted, Ordering::Relaxed);
+        *seq = (*seq + 1) & 0x7FFF_FFFF;
+        self.shared.gate.store(*seq << SEQ_SHIFT, Ordering::SeqCst);
         if self.shared.sleepers.load(Ordering::SeqCst) > 0 {
             let _g = self
                 .shared
@@ -179,15 +186,18 @@ impl ThreadPool {
         job.work();
         IN_POOL.with(|c| c.set(false));
 
+        // No task left to claim: admit nobody else, wait for those inside.
+        let mut gate = self.shared.gate.fetch_or(CLOSED, Ordering::AcqRel) | CLOSED;
         let start = Instant::now();
         let mut spins = 0u32;
-        while job.acks.load(Ordering::Acquire) < enlisted {
+        while gate & INSIDE != 0 {
             spins = spins.wrapping_add(1);
             if spins & 63 != 0 || start.elapsed() < SPIN {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
             }
+            gate = self.shared.gate.load(Ordering::Acquire);
         }
         drop(seq);
         let payload = job.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -201,7 +211,7 @@ impl Drop for ThreadPool {
     fn drop(&mut self) {
         {
             let _g = self.caller.lock().unwrap_or_else(|e| e.into_inner());
-            self.shared.epoch.store(SHUTDOWN, Ordering::SeqCst);
+            self.shared.gate.store(SHUTDOWN, Ordering::SeqCst);
             let _s = self
                 .shared
                 .sleep_lock
@@ -215,53 +225,71 @@ impl Drop for ThreadPool {
     }
 }
 
-/// Body of worker `index`: wait for a new epoch, help with the job if enlisted, acknowledge.
+/// Body of worker `index`: wait for a new job, join it if enlisted and still open, help, leave.
 fn worker(s: &Shared, index: usize) {
     IN_POOL.with(|c| c.set(true));
     let mut seen = 0u64;
     loop {
-        let epoch = wait_for_epoch(s, seen);
-        if epoch == SHUTDOWN {
+        let mut gate = wait_for_job(s, seen);
+        if gate == SHUTDOWN {
             return;
         }
-        seen = epoch;
-        let enlisted = (epoch & ((1 << ENLIST_BITS) - 1)) as usize;
-        if index >= enlisted {
+        seen = gate >> SEQ_SHIFT;
+        if index >= s.enlisted.load(Ordering::Relaxed) {
             continue;
         }
-        let ptr = s.job.load(Ordering::Acquire);
-        // SAFETY: `ptr` was stored before this epoch (the SeqCst epoch store/load orders it) and
-        // points to the caller's `Job`, which stays alive until this worker, being enlisted,
-        // increments `acks` below; the reference is not used after that.
+        // Join: count ourselves inside, unless the caller closed the gate meanwhile.
+        let joined = loop {
+            if gate == SHUTDOWN || gate & CLOSED != 0 || gate >> SEQ_SHIFT != seen {
+                break false;
+            }
+            match s
+                .gate
+                .compare_exchange_weak(gate, gate + 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => break true,
+                Err(g) => gate = g,
+            }
+        };
+        if !joined {
+            continue;
+        }
+        let ptr = s.job.load(Ordering::Relaxed);
+        // SAFETY: `ptr` was stored before the gate opened for this sequence number (our Acquire
+        // CAS read that store or a later read-modify-write of it) and points to the caller's
+        // `Job`, which stays alive until no worker is counted inside; we leave below and do not
+        // use the reference afterwards.
         let job = unsafe { &*ptr };
         job.work();
-        job.acks.fetch_add(1, Ordering::Release);
+        s.gate.fetch_sub(1, Ordering::Release);
     }
 }
 
-/// Spins for [`SPIN`], then sleeps, until the epoch differs from `seen`; returns it.
-fn wait_for_epoch(s: &Shared, seen: u64) -> u64 {
+/// Spins for [`SPIN`], then sleeps, until the gate shows an open job newer than `seen` (or
+/// shutdown); returns the gate word.
+fn wait_for_job(s: &Shared, seen: u64) -> u64 {
+    let fresh = |g: u64| g == SHUTDOWN || (g >> SEQ_SHIFT != seen && g & CLOSED == 0);
     let start = Instant::now();
     let mut spins = 0u32;
     loop {
-        let e = s.epoch.load(Ordering::Acquire);
-        if e != seen {
-            return e;
+        let g = s.gate.load(Ordering::Acquire);
+        if fresh(g) {
+            return g;
         }
         spins = spins.wrapping_add(1);
         if spins & 63 != 0 || start.elapsed() < SPIN {
             std::hint::spin_loop();
             continue;
         }
-        let mut g = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
         s.sleepers.fetch_add(1, Ordering::SeqCst);
         loop {
-            let e = s.epoch.load(Ordering::SeqCst);
-            if e != seen {
+            let g = s.gate.load(Ordering::SeqCst);
+            if fresh(g) {
                 s.sleepers.fetch_sub(1, Ordering::SeqCst);
-                return e;
+                return g;
             }
-            g = s.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            guard = s.cv.wait(guard).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
