@@ -427,7 +427,9 @@ impl Progress {
             ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} {elapsed_precise} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        bar.enable_steady_tick(Duration::from_millis(200));
+        // A slow tick: the bar redraws on every step anyway, and the ticker thread competes with
+        // the measurements for the cores.
+        bar.enable_steady_tick(Duration::from_secs(1));
         Progress { bar, lines: !tty }
     }
 

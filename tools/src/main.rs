@@ -162,12 +162,15 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
         (None, None, None) => None,
         (m, n, k) => {
             let (sn, sk, sm) = bench::STANDARD;
-            let s = ShapeSet {
+            let mut s = ShapeSet {
                 n: n.unwrap_or(sn),
                 k: k.unwrap_or(sk),
                 ms: m.clone().unwrap_or_else(|| sm.to_vec()),
-                label: Some("shape set on the command line".into()),
+                label: None,
             };
+            if (s.n, s.k) != (sn, sk) || s.ms.iter().any(|m| !sm.contains(m)) {
+                s.label = Some("shape set on the command line".into());
+            }
             if s.n == 0 || s.k == 0 || s.ms.is_empty() || s.ms.contains(&0) {
                 return Err("--m, --n and --k must be positive".into());
             }
