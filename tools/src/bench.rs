@@ -224,11 +224,6 @@ impl Roofline {
             (None, None) => None,
         }
     }
-
-    /// [`Roofline::attainable_with`] the memory ceiling.
-    pub fn attainable(&self, flops_per_byte: f64) -> Option<(f64, &'static str)> {
-        self.attainable_with(self.bandwidth_gb_per_s, flops_per_byte)
-    }
 }
 
 /// One benchmark figure.
@@ -927,15 +922,21 @@ mod tests {
             }],
         };
         // Decode f32: ~0.5 flop/byte -> memory bound at 40 GFLOP/s.
-        assert_eq!(r.attainable(0.5), Some((40.0, "memory")));
+        assert_eq!(
+            r.attainable_with(r.bandwidth_gb_per_s, 0.5),
+            Some((40.0, "memory"))
+        );
         // Prefill: 100 flop/byte -> compute bound.
-        assert_eq!(r.attainable(100.0), Some((500.0, "compute")));
+        assert_eq!(
+            r.attainable_with(r.bandwidth_gb_per_s, 100.0),
+            Some((500.0, "compute"))
+        );
         let none = Roofline {
             bandwidth_gb_per_s: None,
             fma_gflops: None,
             ..r
         };
-        assert_eq!(none.attainable(1.0), None);
+        assert_eq!(none.attainable_with(None, 1.0), None);
         // Hot rows whose working set was probed get the cache ceiling; others the memory one.
         let r = Roofline {
             bandwidth_gb_per_s: Some(80.0),
