@@ -125,7 +125,9 @@ pub(crate) fn per_head(
     f: impl Fn(usize, &mut [f32], Option<&mut [f32]>, &mut [f32]) + Sync,
 ) {
     let hs = s.dk * s.dv;
-    let slots: Vec<Mutex<(Vec<f32>, Vec<f32>, Vec<f32>)>> = (0..s.h)
+    // Per head: (state, z, output rows).
+    type Slot = Mutex<(Vec<f32>, Vec<f32>, Vec<f32>)>;
+    let slots: Vec<Slot> = (0..s.h)
         .map(|h| {
             let zh = z
                 .as_deref()
@@ -155,6 +157,7 @@ pub(crate) fn per_head(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn check(
     q: &[f32],
     k: &[f32],
