@@ -7,7 +7,8 @@ use crate::host::HostBuffer;
 use crate::DType;
 use half::{bf16, f16};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use wattle_kernels::qmatmul::PackedWeights;
 
 pub(crate) enum Storage {
     Host(HostBuffer),
@@ -21,6 +22,9 @@ struct Inner {
     storage: Storage,
     /// Copies of this tensor on other devices, keyed by device id: a weight is uploaded once.
     copies: Mutex<Vec<(u64, Tensor)>>,
+    /// Quantized weights repacked for the CPU kernels at first use (the storage keeps the GGUF
+    /// bytes).
+    packed: OnceLock<Arc<PackedWeights>>,
 }
 
 /// An immutable n-dimensional array on one device. Cloning is cheap (shared storage).
@@ -42,6 +46,7 @@ impl Tensor {
             device,
             storage,
             copies: Mutex::new(Vec::new()),
+            packed: OnceLock::new(),
         }))
     }
 
@@ -130,6 +135,19 @@ impl Tensor {
 
     pub(crate) fn storage(&self) -> &Storage {
         &self.0.storage
+    }
+
+    /// The CPU-kernel repacking of these (quantized) weights, built by `make` at first use.
+    pub(crate) fn packed_weights(
+        &self,
+        make: impl FnOnce() -> Result<PackedWeights>,
+    ) -> Result<Arc<PackedWeights>> {
+        if let Some(p) = self.0.packed.get() {
+            return Ok(Arc::clone(p));
+        }
+        let p = Arc::new(make()?);
+        // Another thread may have won the race: keep whichever was stored first.
+        Ok(Arc::clone(self.0.packed.get_or_init(|| p)))
     }
 
     pub(crate) fn host_buffer(&self) -> Option<&HostBuffer> {

@@ -8,10 +8,11 @@
 //! ```
 //! Format names pick formats (default: all five); `m=NUM` replaces the default m = 1 and 512;
 //! `path=NAME` forces a path (default: the best for `WATTLE_CPU_ISA` / this CPU);
-//! `WATTLE_THREADS` sizes the pool.
+//! `bw` first prints read-bandwidth ceilings; `WATTLE_THREADS` sizes the pool.
 
 use std::time::Instant;
 use wattle_kernels::pool::ThreadPool;
+use wattle_kernels::probe::{read_bandwidth_report, BandwidthOptions};
 use wattle_kernels::qmatmul::{qmatmul_packed, PackedWeights, Path};
 use wattle_kernels::DType;
 
@@ -25,8 +26,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let all = [DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K];
-    let mut dtypes: Vec<DType> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let all = [
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q4_K,
+        DType::Q6_K,
+    ];
+    let mut dtypes: Vec<DType> = args
+        .iter()
+        .filter(|a| a.starts_with('q'))
+        .filter_map(|a| a.parse().ok())
+        .collect();
     dtypes.retain(|d| all.contains(d));
     if dtypes.is_empty() {
         dtypes = all.to_vec();
@@ -63,6 +74,34 @@ fn main() {
         std::process::exit(2);
     }
     let pool = ThreadPool::global();
+    if args.iter().any(|a| a == "bw") {
+        // Read ceilings for a buffer the size of the Q4_0 weights (hot: partly in L3) and a
+        // large one (cold), per thread count.
+        for bytes in [N * K / 32 * 18, 512 << 20] {
+            let opts = BandwidthOptions {
+                bytes,
+                max_threads: pool.threads(),
+                ..BandwidthOptions::quick()
+            };
+            let r = read_bandwidth_report(&opts);
+            for t in 1..=pool.threads() {
+                let best = r
+                    .samples
+                    .iter()
+                    .filter(|s| s.threads == t)
+                    .max_by(|a, b| a.gb_per_s.total_cmp(&b.gb_per_s));
+                if let Some(s) = best {
+                    println!(
+                        "read ceiling {} MB, {t} threads: {:.1} GB/s ({} {})",
+                        bytes >> 20,
+                        s.gb_per_s,
+                        s.pattern,
+                        s.vector
+                    );
+                }
+            }
+        }
+    }
     println!(
         "qmatmul_speed: isa {isa}, path {path}, {} threads, n={N} k={K}",
         pool.threads()
@@ -106,7 +145,10 @@ fn main() {
                     t.elapsed().as_secs_f64()
                 })
                 .collect();
-            let (med, min) = (median(times.clone()), times.iter().copied().fold(f64::MAX, f64::min));
+            let (med, min) = (
+                median(times.clone()),
+                times.iter().copied().fold(f64::MAX, f64::min),
+            );
             let gbs = wb.len() as f64 / med / 1e9;
             let gops = 2.0 * (m * N * K) as f64 / med / 1e9;
             println!(

@@ -55,7 +55,13 @@ const BLOCKS_PER_TASK: usize = 64;
 
 /// Quantizes `x` (`[m, k]`) for format `P`; `z_eff` is the offset the kernel's dot product
 /// needs corrected (the format's `Z`, plus 128 for signed codes on biased instructions).
-pub(crate) fn quantize<P: Packed>(pool: &ThreadPool, x: &[f32], m: usize, k: usize, z_eff: i32) -> Acts
+pub(crate) fn quantize<P: Packed>(
+    pool: &ThreadPool,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    z_eff: i32,
+) -> Acts
 where
     P::Act: ActBlock,
 {
@@ -65,7 +71,11 @@ where
     let mut acts = Acts {
         xq: vec![0; m * k],
         init: vec![0; nb * subs],
-        xsf: if P::HAS_C { vec![0.0; nb * subs] } else { Vec::new() },
+        xsf: if P::HAS_C {
+            vec![0.0; nb * subs]
+        } else {
+            Vec::new()
+        },
         dx: vec![0.0; nb],
     };
     let sign = if P::C_NEG { -1.0 } else { 1.0 };

@@ -29,8 +29,6 @@ pub(crate) struct Job<'a> {
     pub tile_bytes: usize,
     /// Weight rows.
     pub n: usize,
-    /// Activation rows.
-    pub m: usize,
     /// Values per row.
     pub k: usize,
     /// The quantized activations.
@@ -211,6 +209,21 @@ unsafe fn rows<Q: QSimd, P: Packed, const MR: usize, const NT: usize>(
 #[inline(always)]
 pub(crate) unsafe fn run_tiles<Q: QSimd, P: Packed>(job: &Job<'_>, r: TaskRange) {
     let TaskRange { t0, t1, i0, i1 } = r;
+    if i1 - i0 == 1 {
+        // Decode: one activation row, four tiles at a time (four independent dot chains
+        // keep the loads flowing).
+        let mut t = t0;
+        while t < t1 {
+            if t1 - t >= 4 {
+                rows::<Q, P, 1, 4>(job, i0, t);
+                t += 4;
+            } else {
+                rows::<Q, P, 1, 1>(job, i0, t);
+                t += 1;
+            }
+        }
+        return;
+    }
     let (mr, nt) = blocking::<P>();
     let mut t = t0;
     while t < t1 {

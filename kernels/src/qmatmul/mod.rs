@@ -20,9 +20,9 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-mod act;
 #[cfg(target_arch = "aarch64")]
 mod aarch64_neon;
+mod act;
 mod kernel;
 pub mod reference;
 mod repack;
@@ -342,6 +342,8 @@ pub fn qmatmul_packed(
 
 /// Minimum weight bytes per decode task (smaller jobs are not worth a wake-up).
 const MIN_DECODE_BYTES_PER_TASK: usize = 1 << 16;
+/// Decode tasks per thread (contiguous tile chunks claimed dynamically).
+const DECODE_TASKS_PER_THREAD: usize = 8;
 
 /// Quantizes the activations, splits the tiles (and for few tiles the rows) into tasks, runs.
 fn execute<P: Packed>(
@@ -355,29 +357,36 @@ fn execute<P: Packed>(
     P::Act: act::ActBlock,
 {
     let (n, k) = (w.n, w.k);
-    let z_eff = P::Z + if P::SIGNED && path.signed_via_bias() { 128 } else { 0 };
+    let z_eff = P::Z
+        + if P::SIGNED && path.signed_via_bias() {
+            128
+        } else {
+            0
+        };
     let acts = act::quantize::<P>(pool, x, m, k, z_eff);
     let tiles = n.div_ceil(TR);
     let threads = pool.threads();
-    // Tasks: contiguous tile ranges; decode uses one per thread (one stream each), prefill a
-    // few per thread (balance on a noisy machine), in pairs of tiles (the prefill kernel's
-    // width). With fewer tiles than that, rows are split too.
+    // Tasks: contiguous tile ranges, several per thread so that a thread the OS delays (the
+    // machine is shared) is covered by the others claiming more; prefill in pairs of tiles
+    // (the kernel's width). With fewer tiles than tasks wanted, rows are split too.
     let (tile_tasks, row_tasks) = if m == 1 {
         let by_size = (tiles * w.tile_bytes / MIN_DECODE_BYTES_PER_TASK).max(1);
-        (threads.min(by_size).min(tiles), 1)
+        (
+            (threads * DECODE_TASKS_PER_THREAD).min(by_size).min(tiles),
+            1,
+        )
     } else {
         let pairs = tiles.div_ceil(2);
         let want = threads * 4;
         let tt = pairs.min(want);
         (tt, (want / tt).min(m.div_ceil(4)).max(1))
     };
-    let unit = if m == 1 { 1 } else { 2 };
+    let unit = if m == 1 { 4 } else { 2 };
     let units = tiles.div_ceil(unit);
     let job = Job {
         w: w.bytes(),
         tile_bytes: w.tile_bytes,
         n,
-        m,
         k,
         acts: &acts,
         y: SharedMut::new(y),

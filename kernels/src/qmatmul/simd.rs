@@ -57,11 +57,6 @@ pub(crate) unsafe trait QSimd: Copy {
     unsafe fn load_i8f(p: *const u8) -> Self::F;
     /// Stores 16 f32 (unaligned).
     unsafe fn store(p: *mut f32, v: Self::F);
-    /// Hints that the cache line at `p` will be read soon (`p` need not be valid).
-    #[inline(always)]
-    unsafe fn prefetch(p: *const u8) {
-        let _ = p;
-    }
 }
 
 /// Portable scalar lanes: runs the generic bodies on any CPU (and checks them in tests).

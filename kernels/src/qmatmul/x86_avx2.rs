@@ -131,8 +131,4 @@ unsafe impl QSimd for Avx2Q {
         _mm256_storeu_ps(p, v[0]);
         _mm256_storeu_ps(p.add(8), v[1]);
     }
-    #[inline(always)]
-    unsafe fn prefetch(p: *const u8) {
-        _mm_prefetch::<_MM_HINT_T0>(p.cast());
-    }
 }

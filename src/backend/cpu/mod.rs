@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use wattle_kernels::attention::{self as kattn, KvData};
 use wattle_kernels::matmul::Weights;
 use wattle_kernels::pool::ThreadPool;
-use wattle_kernels::qmatmul::{blocks_of, qmatmul};
+use wattle_kernels::qmatmul::{blocks_of, qmatmul_packed, PackedWeights, Path};
 use wattle_kernels::quant::{BlockQ4_0, BlockQ8_0};
 use wattle_kernels::Isa;
 
@@ -86,8 +86,16 @@ impl CpuBackend {
             DType::F16 => Weights::F16(wb.typed::<f16>()),
             DType::BF16 => Weights::BF16(wb.typed::<bf16>()),
             wt @ (DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q4_K | DType::Q6_K) => {
+                let packed = w.packed_weights(|| {
+                    PackedWeights::new(self.pool, wt, wb.bytes(), n, k).map_err(|e| {
+                        Error::ShapeMismatch {
+                            op: "matmul",
+                            detail: e.to_string(),
+                        }
+                    })
+                })?;
                 let out = y.typed_mut();
-                qmatmul(self.isa, self.pool, xs, wt, wb.bytes(), out, m, n, k);
+                qmatmul_packed(Path::for_isa(self.isa), self.pool, xs, &packed, out, m);
                 return Ok(Tensor::from_storage(
                     Storage::Host(y),
                     DType::F32,
