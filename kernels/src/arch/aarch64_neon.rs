@@ -91,8 +91,14 @@ unsafe fn matvec_tf<W: WElem>(x: &[f32], m: usize, w: &[W], k: usize, y: &mut [f
 
 /// [`kernel::pack`] on 4 lanes.
 #[target_feature(enable = "neon")]
-unsafe fn pack_tf<W: WElem>(w: &[W], b: PackBlock, nr: usize, prefetch: bool, out: &mut [f32]) {
-    kernel::pack::<Neon, W>(w, b, nr, prefetch, out)
+unsafe fn pack_tf<W: WElem>(w: &[W], b: PackBlock, nr: usize, out: &mut [f32]) {
+    kernel::pack::<Neon, W>(w, b, nr, out)
+}
+
+/// [`kernel::prefetch_block`].
+#[target_feature(enable = "neon")]
+unsafe fn prefetch_tf<W: WElem>(w: &[W], b: PackBlock) {
+    kernel::prefetch_block::<Neon, W>(w, b)
 }
 
 /// [`kernel::micro`] with the `MR × NV·4` NEON tile.

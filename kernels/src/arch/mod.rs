@@ -123,13 +123,15 @@ impl MatmulKernels for Scalar {
     fn pack_w<W: WElem>(self, w: &[W], b: PackBlock, out: &mut [f32]) {
         b.check(w.len(), out.len(), Self::NR);
         // SAFETY: block checked above; the scalar primitives need no CPU feature.
-        unsafe { kernel::pack::<Scalar, W>(w, b, Self::NR, true, out) }
+        unsafe { kernel::pack::<Scalar, W>(w, b, Self::NR, out) }
     }
+
+    fn prefetch_w<W: WElem>(self, _: &[W], _: PackBlock) {}
 
     fn pack_x(self, x: &[f32], b: PackBlock, out: &mut [f32]) {
         b.check(x.len(), out.len(), Self::MR);
         // SAFETY: block checked above; the scalar primitives need no CPU feature.
-        unsafe { kernel::pack::<Scalar, f32>(x, b, Self::MR, false, out) }
+        unsafe { kernel::pack::<Scalar, f32>(x, b, Self::MR, out) }
     }
 
     unsafe fn micro(
@@ -148,7 +150,7 @@ impl MatmulKernels for Scalar {
 }
 
 /// Implements [`MatmulKernels`] for a detected-ISA token whose module defines the
-/// `#[target_feature]` wrappers `matvec_tf`, `pack_tf` and `micro_tf`.
+/// `#[target_feature]` wrappers `matvec_tf`, `pack_tf`, `prefetch_tf` and `micro_tf`.
 macro_rules! impl_matmul_kernels {
     ($token:ty, $params:path) => {
         impl $crate::matmul::kernel::MatmulKernels for $token {
@@ -196,14 +198,25 @@ macro_rules! impl_matmul_kernels {
                 b.check(w.len(), out.len(), Self::NR);
                 // SAFETY: the token exists only after run-time detection of the wrapper's
                 // features (`new`); block and buffer checked above.
-                unsafe { pack_tf(w, b, Self::NR, true, out) }
+                unsafe { pack_tf(w, b, Self::NR, out) }
+            }
+
+            fn prefetch_w<W: $crate::matmul::kernel::WElem>(
+                self,
+                w: &[W],
+                b: $crate::matmul::kernel::PackBlock,
+            ) {
+                b.check_src(w.len());
+                // SAFETY: the token exists only after run-time detection of the wrapper's
+                // features (`new`); block checked above.
+                unsafe { prefetch_tf(w, b) }
             }
 
             fn pack_x(self, x: &[f32], b: $crate::matmul::kernel::PackBlock, out: &mut [f32]) {
                 b.check(x.len(), out.len(), Self::MR);
                 // SAFETY: the token exists only after run-time detection of the wrapper's
                 // features (`new`); block and buffer checked above.
-                unsafe { pack_tf(x, b, Self::MR, false, out) }
+                unsafe { pack_tf(x, b, Self::MR, out) }
             }
 
             unsafe fn micro(

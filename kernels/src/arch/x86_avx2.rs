@@ -98,8 +98,14 @@ unsafe fn matvec_tf<W: WElem>(x: &[f32], m: usize, w: &[W], k: usize, y: &mut [f
 
 /// [`kernel::pack`] on 8 lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pack_tf<W: WElem>(w: &[W], b: PackBlock, nr: usize, prefetch: bool, out: &mut [f32]) {
-    kernel::pack::<Avx2, W>(w, b, nr, prefetch, out)
+unsafe fn pack_tf<W: WElem>(w: &[W], b: PackBlock, nr: usize, out: &mut [f32]) {
+    kernel::pack::<Avx2, W>(w, b, nr, out)
+}
+
+/// [`kernel::prefetch_block`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prefetch_tf<W: WElem>(w: &[W], b: PackBlock) {
+    kernel::prefetch_block::<Avx2, W>(w, b)
 }
 
 /// [`kernel::micro`] with the `MR × NV·8` AVX2 tile.

@@ -113,8 +113,14 @@ unsafe fn matvec_tf<W: WElem>(x: &[f32], m: usize, w: &[W], k: usize, y: &mut [f
 
 /// [`kernel::pack`] on 16 lanes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-unsafe fn pack_tf<W: WElem>(w: &[W], b: PackBlock, nr: usize, prefetch: bool, out: &mut [f32]) {
-    kernel::pack::<Avx512, W>(w, b, nr, prefetch, out)
+unsafe fn pack_tf<W: WElem>(w: &[W], b: PackBlock, nr: usize, out: &mut [f32]) {
+    kernel::pack::<Avx512, W>(w, b, nr, out)
+}
+
+/// [`kernel::prefetch_block`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+unsafe fn prefetch_tf<W: WElem>(w: &[W], b: PackBlock) {
+    kernel::prefetch_block::<Avx512, W>(w, b)
 }
 
 /// [`kernel::micro`] with the `MR × NV·16` AVX-512 tile.

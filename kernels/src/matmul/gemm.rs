@@ -146,6 +146,19 @@ fn block<A: MatmulKernels, W: WElem>(
                     let bpanel = &bp[jr * kc * nr..(jr + 1) * kc * nr];
                     let col = jc + jr * nr;
                     let ncols = nr.min(nc - jr * nr);
+                    if ic == rows.start && pc + kc < k {
+                        // Spread the reads of the next KC block of these w rows over this
+                        // block's compute, so the next pack finds them in cache.
+                        let next = PackBlock {
+                            rows: n,
+                            k,
+                            r0: col,
+                            nr_rows: ncols,
+                            p0: pc + kc,
+                            kc: A::KC.min(k - pc - kc),
+                        };
+                        arch.prefetch_w(w, next);
+                    }
                     for ir in 0..mc.div_ceil(mr) {
                         let apanel = &ap[ir * kc * mr..(ir + 1) * kc * mr];
                         let row = ic + ir * mr;

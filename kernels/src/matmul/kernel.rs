@@ -87,12 +87,18 @@ pub(crate) trait MatmulKernels: Copy + Send + Sync {
     /// `w.len() >= rows · k`.
     fn matvec<W: WElem>(self, x: &[f32], m: usize, w: &[W], k: usize, y: &mut [f32]);
 
-    /// [`pack`] of a block of `w` into panels of `NR` rows, widened to f32, prefetching the
-    /// next `KC` block.
+    /// [`pack`] of a block of `w` into panels of `NR` rows, widened to f32.
     ///
     /// # Panics
     /// When the block lies outside `w` or `out` is too short.
     fn pack_w<W: WElem>(self, w: &[W], b: PackBlock, out: &mut [f32]);
+
+    /// Prefetches every cache line of block `b` of `w` (rows past `b.rows` skipped), so a
+    /// later [`MatmulKernels::pack_w`] of it finds it in cache.
+    ///
+    /// # Panics
+    /// When the block lies outside `w`.
+    fn prefetch_w<W: WElem>(self, w: &[W], b: PackBlock);
 
     /// [`pack`] of a block of `x` into panels of `MR` rows.
     ///
@@ -140,11 +146,16 @@ impl PackBlock {
         self.nr_rows.div_ceil(panel) * panel * self.kc
     }
 
-    /// Panics unless the block lies inside a matrix of `len` elements and `out_len` holds it.
-    pub fn check(&self, len: usize, out_len: usize, panel: usize) {
+    /// Panics unless the block's existing rows lie inside a matrix of `len` elements.
+    pub fn check_src(&self, len: usize) {
         let last_row = (self.r0 + self.nr_rows).min(self.rows);
         assert!(self.p0 + self.kc <= self.k, "pack block past the row end");
         assert!(last_row * self.k <= len, "pack block past the matrix end");
+    }
+
+    /// Panics unless the block lies inside a matrix of `len` elements and `out_len` holds it.
+    pub fn check(&self, len: usize, out_len: usize, panel: usize) {
+        self.check_src(len);
         assert!(self.packed_len(panel) <= out_len, "pack buffer too short");
         assert!(panel <= 64, "panels of at most 64 rows");
     }
@@ -261,29 +272,16 @@ unsafe fn dot_rows<S: Simd, W: WElem, const M: usize, const R: usize, const U: u
 ///
 /// The rows of a panel are read side by side, `LANES` columns at a time (`nr` streams in flight,
 /// not one short segment after another). When `nr` is a multiple of `LANES`, each
-/// `LANES × LANES` block is transposed in registers; otherwise through a small buffer. With
-/// `prefetch_next`, the same rows' next `kc` columns are prefetched for the next call.
+/// `LANES × LANES` block is transposed in registers; otherwise through a small buffer.
 ///
 /// # Safety
 /// `b.check(w.len(), out.len(), nr)` holds (so `nr <= 64`); `S::LANES <= 16`; ISA features of
 /// `S` present.
 #[inline(always)]
-pub(crate) unsafe fn pack<S: Simd, W: WElem>(
-    w: &[W],
-    b: PackBlock,
-    nr: usize,
-    prefetch_next: bool,
-    out: &mut [f32],
-) {
+pub(crate) unsafe fn pack<S: Simd, W: WElem>(w: &[W], b: PackBlock, nr: usize, out: &mut [f32]) {
     const MAX_NR: usize = 64;
     let l = S::LANES;
     let kv = b.kc - b.kc % l;
-    let next = if prefetch_next {
-        b.kc.min(b.k - b.p0 - b.kc)
-    } else {
-        0
-    };
-    let line = (64 / std::mem::size_of::<W>()).max(1);
     let mut src = [w.as_ptr(); MAX_NR];
     let op = out.as_mut_ptr();
     for panel in 0..b.nr_rows.div_ceil(nr) {
@@ -303,9 +301,6 @@ pub(crate) unsafe fn pack<S: Simd, W: WElem>(
                     for (q, vq) in v.iter_mut().enumerate().take(l) {
                         let r = g * l + q;
                         *vq = if r < live {
-                            if next > p && p % line < l {
-                                S::prefetch(src[r].add(b.kc + p).cast());
-                            }
                             W::load::<S>(src[r].add(p))
                         } else {
                             S::zero()
@@ -326,9 +321,6 @@ pub(crate) unsafe fn pack<S: Simd, W: WElem>(
             while p < kv {
                 for (r, &s) in src.iter().enumerate().take(live) {
                     S::store(tmp.as_mut_ptr().add(r * l), W::load::<S>(s.add(p)));
-                    if next > p && p % line < l {
-                        S::prefetch(s.add(b.kc + p).cast());
-                    }
                 }
                 for q in 0..l {
                     let dst = base.add((p + q) * nr);
@@ -345,6 +337,24 @@ pub(crate) unsafe fn pack<S: Simd, W: WElem>(
                 *dst.add(r) = if r < live { (*s.add(p)).to_f32() } else { 0.0 };
             }
             p += 1;
+        }
+    }
+}
+
+/// Prefetches every cache line of block `b` of `w` (rows past `b.rows` skipped).
+///
+/// # Safety
+/// The block's existing rows lie inside `w`; ISA features of `S` present.
+#[inline(always)]
+pub(crate) unsafe fn prefetch_block<S: Simd, W: WElem>(w: &[W], b: PackBlock) {
+    let line = (64 / std::mem::size_of::<W>()).max(1);
+    let last = (b.r0 + b.nr_rows).min(b.rows);
+    for row in b.r0..last {
+        let src = w.as_ptr().add(row * b.k + b.p0);
+        let mut p = 0;
+        while p < b.kc {
+            S::prefetch(src.add(p).cast());
+            p += line;
         }
     }
 }
