@@ -129,6 +129,21 @@ macro_rules! neon_qsimd {
                 w.map(|v| vshrq_n_u8::<4>(v))
             }
             #[inline(always)]
+            unsafe fn shr_and(w: [uint8x16_t; 4], n: u32, mask: u8) -> [uint8x16_t; 4] {
+                let sh = vdupq_n_s8(-(n as i8));
+                let m = vdupq_n_u8(mask);
+                w.map(|v| vandq_u8(vshlq_u8(v, sh), m))
+            }
+            #[inline(always)]
+            unsafe fn or_shl4(lo: [uint8x16_t; 4], hi: [uint8x16_t; 4]) -> [uint8x16_t; 4] {
+                [
+                    vorrq_u8(lo[0], vshlq_n_u8::<4>(hi[0])),
+                    vorrq_u8(lo[1], vshlq_n_u8::<4>(hi[1])),
+                    vorrq_u8(lo[2], vshlq_n_u8::<4>(hi[2])),
+                    vorrq_u8(lo[3], vshlq_n_u8::<4>(hi[3])),
+                ]
+            }
+            #[inline(always)]
             unsafe fn flip(w: [uint8x16_t; 4]) -> [uint8x16_t; 4] {
                 w.map(|v| veorq_u8(v, vdupq_n_u8(0x80)))
             }

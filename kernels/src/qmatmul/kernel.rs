@@ -99,6 +99,24 @@ unsafe fn tile_body<Q: QSimd, P: Packed, const MR: usize, const NT: usize>(
                         }
                     }
                 }
+            } else if P::SIX {
+                // 16-value sub-blocks in pairs of 384 bytes (see `Packed::SIX`).
+                let half = (s % 2) as u32;
+                let pair: [*const u8; NT] = from_fn(|j| codes[j].add(c * P::CODES + (s / 2) * 384));
+                for q in 0..4 {
+                    let wv: [Q::W; NT] = from_fn(|j| {
+                        let lo = Q::shr_and(Q::load_w(pair[j].add(64 * q)), 4 * half, 0x0F);
+                        let h = Q::load_w(pair[j].add(256 + 64 * (q % 2)));
+                        let hi = Q::shr_and(h, 4 * half + 2 * (q / 2) as u32, 0x03);
+                        Q::or_shl4(lo, hi)
+                    });
+                    for i in 0..MR {
+                        let xv = x4(i, xo + 4 * q);
+                        for j in 0..NT {
+                            isum[i][j] = Q::dot_u(isum[i][j], wv[j], xv);
+                        }
+                    }
+                }
             } else {
                 for g in 0..P::S / 4 {
                     let wv: [Q::W; NT] = from_fn(|j| {

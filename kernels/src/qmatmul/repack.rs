@@ -34,6 +34,10 @@ pub(crate) trait Packed: WeightFormat {
     const SUBS: usize = Self::BLOCK / Self::S;
     /// Two codes per byte.
     const NIBBLES: bool;
+    /// 6-bit codes: per pair of 16-value sub-blocks (8 groups), 4 vectors of low nibbles
+    /// (group `g` in vector `g % 4` at bit `4·(g / 4)`) then 2 vectors of high 2-bit pairs
+    /// (group `g` in vector `g % 2` at bit `2·(g / 2)`): 384 bytes per 32 values × 16 rows.
+    const SIX: bool = false;
     /// Codes are signed bytes (Q8_0).
     const SIGNED: bool;
     /// Code offset: the weight is proportional to `code − Z`.
@@ -45,7 +49,11 @@ pub(crate) trait Packed: WeightFormat {
     /// Header bytes per chunk.
     const HEAD: usize;
     /// Code bytes per sub-block (16 rows).
-    const SUB_BYTES: usize = Self::S * TR / if Self::NIBBLES { 2 } else { 1 };
+    const SUB_BYTES: usize = if Self::SIX {
+        Self::S * TR * 3 / 4
+    } else {
+        Self::S * TR / if Self::NIBBLES { 2 } else { 1 }
+    };
     /// Code bytes per chunk.
     const CODES: usize = Self::SUB_BYTES * Self::SUBS;
 
@@ -70,6 +78,14 @@ fn put(sub: &mut [u8], nibbles: bool, s: usize, r: usize, i: usize, code: u8) {
     } else {
         sub[g * 64 + 4 * r + j] = code;
     }
+}
+
+/// Places 6-bit `code` for row `r`, value `i` (0..32) of a sub-block pair (384 bytes).
+#[inline]
+fn put6(pair: &mut [u8], r: usize, i: usize, code: u8) {
+    let (g, j) = (i / 4, i % 4);
+    pair[(g % 4) * 64 + 4 * r + j] |= (code & 0xF) << (4 * (g / 4));
+    pair[256 + (g % 2) * 64 + 4 * r + j] |= (code >> 4) << (2 * (g / 2));
 }
 
 /// Writes 16 f16 values (row-major in the header) at `off`.
@@ -213,6 +229,7 @@ pub(crate) fn q6k_codes(b: &BlockQ6K) -> [u8; QK_K] {
 impl Packed for BlockQ6K {
     const S: usize = 16;
     const NIBBLES: bool = false;
+    const SIX: bool = true;
     const SIGNED: bool = false;
     const Z: i32 = 32;
     const HAS_C: bool = false;
@@ -226,10 +243,9 @@ impl Packed for BlockQ6K {
                 head[32 + 16 * s + r] = b.scales[s] as u8;
             }
             let q = q6k_codes(b);
-            for s in 0..16 {
-                let sub = &mut codes[s * Self::SUB_BYTES..(s + 1) * Self::SUB_BYTES];
-                for i in 0..16 {
-                    put(sub, false, 16, r, i, q[16 * s + i]);
+            for (p, pair) in codes.chunks_exact_mut(384).enumerate() {
+                for i in 0..32 {
+                    put6(pair, r, i, q[32 * p + i]);
                 }
             }
         }

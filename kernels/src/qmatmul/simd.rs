@@ -30,6 +30,10 @@ pub(crate) unsafe trait QSimd: Copy {
     unsafe fn nib_lo(w: Self::W) -> Self::W;
     /// The high nibble of every byte.
     unsafe fn nib_hi(w: Self::W) -> Self::W;
+    /// Every byte shifted right by `n` (0..=6) and masked with `mask` (`mask < 1 << (8 − n)`).
+    unsafe fn shr_and(w: Self::W, n: u32, mask: u8) -> Self::W;
+    /// `lo | hi << 4` per byte, for `hi` below 16 and `lo` below 16.
+    unsafe fn or_shl4(lo: Self::W, hi: Self::W) -> Self::W;
     /// Every byte xor 0x80 (signed code to biased unsigned code).
     unsafe fn flip(w: Self::W) -> Self::W;
     /// All lanes `v`.
@@ -81,6 +85,18 @@ unsafe impl QSimd for ScalarQ {
     #[inline(always)]
     unsafe fn nib_hi(w: [u8; 64]) -> [u8; 64] {
         w.map(|b| b >> 4)
+    }
+    #[inline(always)]
+    unsafe fn shr_and(w: [u8; 64], n: u32, mask: u8) -> [u8; 64] {
+        w.map(|b| (b >> n) & mask)
+    }
+    #[inline(always)]
+    unsafe fn or_shl4(lo: [u8; 64], hi: [u8; 64]) -> [u8; 64] {
+        let mut o = lo;
+        for (o, h) in o.iter_mut().zip(hi) {
+            *o |= h << 4;
+        }
+        o
     }
     #[inline(always)]
     unsafe fn flip(w: [u8; 64]) -> [u8; 64] {

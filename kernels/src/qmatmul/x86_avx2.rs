@@ -64,6 +64,19 @@ unsafe impl QSimd for Avx2Q {
         w.map(|v| _mm256_and_si256(_mm256_srli_epi16::<4>(v), _mm256_set1_epi8(0x0F)))
     }
     #[inline(always)]
+    unsafe fn shr_and(w: [__m256i; 2], n: u32, mask: u8) -> [__m256i; 2] {
+        let c = _mm_cvtsi32_si128(n as i32);
+        let m = _mm256_set1_epi8(mask as i8);
+        w.map(|v| _mm256_and_si256(_mm256_srl_epi16(v, c), m))
+    }
+    #[inline(always)]
+    unsafe fn or_shl4(lo: [__m256i; 2], hi: [__m256i; 2]) -> [__m256i; 2] {
+        [
+            _mm256_or_si256(lo[0], _mm256_slli_epi16::<4>(hi[0])),
+            _mm256_or_si256(lo[1], _mm256_slli_epi16::<4>(hi[1])),
+        ]
+    }
+    #[inline(always)]
     unsafe fn flip(w: [__m256i; 2]) -> [__m256i; 2] {
         w.map(|v| _mm256_xor_si256(v, _mm256_set1_epi8(-128)))
     }

@@ -61,6 +61,15 @@ unsafe impl QSimd for Avx512Vnni {
         _mm512_and_si512(_mm512_srli_epi16::<4>(w), _mm512_set1_epi8(0x0F))
     }
     #[inline(always)]
+    unsafe fn shr_and(w: __m512i, n: u32, mask: u8) -> __m512i {
+        let sh = _mm512_srl_epi16(w, _mm_cvtsi32_si128(n as i32));
+        _mm512_and_si512(sh, _mm512_set1_epi8(mask as i8))
+    }
+    #[inline(always)]
+    unsafe fn or_shl4(lo: __m512i, hi: __m512i) -> __m512i {
+        _mm512_or_si512(lo, _mm512_slli_epi16::<4>(hi))
+    }
+    #[inline(always)]
     unsafe fn flip(w: __m512i) -> __m512i {
         _mm512_xor_si512(w, _mm512_set1_epi8(-128))
     }
