@@ -10,6 +10,8 @@ use bytemuck::Zeroable;
 
 /// Read access to an activation block.
 pub(crate) trait ActBlock: BlockFormat {
+    /// The reference quantizer's bytes, with SIMD where this CPU has AVX-512.
+    fn quantize_fast(x: &[f32], out: &mut [Self]);
     /// Scale.
     fn dx(&self) -> f32;
     /// Codes.
@@ -17,6 +19,13 @@ pub(crate) trait ActBlock: BlockFormat {
 }
 
 impl ActBlock for BlockQ8_0 {
+    fn quantize_fast(x: &[f32], out: &mut [Self]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = x86::Avx512Quant::get() {
+            return t.q8_0(x, out);
+        }
+        Self::quantize_ref(x, out)
+    }
     #[inline]
     fn dx(&self) -> f32 {
         self.d.to_f32()
@@ -28,6 +37,13 @@ impl ActBlock for BlockQ8_0 {
 }
 
 impl ActBlock for BlockQ8K {
+    fn quantize_fast(x: &[f32], out: &mut [Self]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = x86::Avx512Quant::get() {
+            return t.q8_k(x, out);
+        }
+        Self::quantize_ref(x, out)
+    }
     #[inline]
     fn dx(&self) -> f32 {
         self.d
@@ -91,7 +107,7 @@ where
                 return;
             }
             let mut blocks = vec![P::Act::zeroed(); b1 - b0];
-            P::Act::quantize_ref(&x[b0 * bl..b1 * bl], &mut blocks);
+            P::Act::quantize_fast(&x[b0 * bl..b1 * bl], &mut blocks);
             // SAFETY: tasks own the disjoint block ranges b0..b1 (and the matching element
             // ranges of each array).
             let (xq, init, dx) = unsafe {
@@ -118,4 +134,159 @@ where
         });
     }
     acts
+}
+
+/// AVX-512 activation quantizers, byte-identical to `quantize_ref`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::incompatible_msrv)]
+mod x86 {
+    use crate::quant::{BlockQ8K, BlockQ8_0, QK_K};
+    use bytemuck::Zeroable;
+    use core::arch::x86_64::*;
+    use half::f16;
+    use std::sync::OnceLock;
+
+    /// Proof that this CPU has AVX-512 F/BW; obtained from [`Avx512Quant::get`] only.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct Avx512Quant(());
+
+    impl Avx512Quant {
+        /// The token, when the CPU has AVX-512 F and BW (detected once).
+        pub(super) fn get() -> Option<Self> {
+            static OK: OnceLock<bool> = OnceLock::new();
+            OK.get_or_init(|| {
+                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+            })
+            .then_some(Avx512Quant(()))
+        }
+
+        /// As `BlockQ8_0::quantize_ref`.
+        pub(super) fn q8_0(self, x: &[f32], out: &mut [BlockQ8_0]) {
+            assert!(x.len() >= out.len() * 32);
+            // SAFETY: the token proves AVX-512 F/BW; lengths checked above.
+            unsafe { q8_0_tf(x, out) }
+        }
+
+        /// As `BlockQ8K::quantize_ref`.
+        pub(super) fn q8_k(self, x: &[f32], out: &mut [BlockQ8K]) {
+            assert!(x.len() >= out.len() * QK_K);
+            // SAFETY: the token proves AVX-512 F/BW; lengths checked above.
+            unsafe { q8_k_tf(x, out) }
+        }
+    }
+
+    /// Rust's `f32::round` (half away from zero) on 16 lanes of integral-range values.
+    #[inline(always)]
+    unsafe fn round_away(v: __m512) -> __m512 {
+        let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+        let frac = _mm512_abs_ps(_mm512_sub_ps(v, t));
+        let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, _mm512_set1_ps(0.5));
+        // ±1 with the sign of v (t has it too, or is ±0 with v's sign).
+        let one = _mm512_or_ps(_mm512_set1_ps(1.0), _mm512_and_ps(v, _mm512_set1_ps(-0.0)));
+        _mm512_mask_add_ps(t, up, t, one)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn q8_0_tf(x: &[f32], out: &mut [BlockQ8_0]) {
+        for (b, x) in out.iter_mut().zip(x.chunks_exact(32)) {
+            let v0 = _mm512_loadu_ps(x.as_ptr());
+            let v1 = _mm512_loadu_ps(x.as_ptr().add(16));
+            let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            b.d = f16::from_f32(d);
+            let idv = _mm512_set1_ps(id);
+            let q0 = _mm512_cvtps_epi32(round_away(_mm512_mul_ps(v0, idv)));
+            let q1 = _mm512_cvtps_epi32(round_away(_mm512_mul_ps(v1, idv)));
+            let p = b.qs.as_mut_ptr().cast::<__m128i>();
+            _mm_storeu_si128(p, _mm512_cvtsepi32_epi8(q0));
+            _mm_storeu_si128(p.add(1), _mm512_cvtsepi32_epi8(q1));
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn q8_k_tf(x: &[f32], out: &mut [BlockQ8K]) {
+        for (b, x) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
+            let mut m = _mm512_setzero_ps();
+            for c in x.chunks_exact(16) {
+                m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(c.as_ptr())));
+            }
+            let amax = _mm512_reduce_max_ps(m);
+            if amax == 0.0 {
+                *b = BlockQ8K::zeroed();
+                continue;
+            }
+            // The first value of largest magnitude, as the reference's strict `>` scan finds.
+            let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
+            let iscale = -127.0 / max;
+            let isv = _mm512_set1_ps(iscale);
+            for (c, (xc, bs)) in x.chunks_exact(16).zip(b.bsums.iter_mut()).enumerate() {
+                let v = _mm512_mul_ps(_mm512_loadu_ps(xc.as_ptr()), isv);
+                let r =
+                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+                let q = _mm512_min_epi32(_mm512_cvtps_epi32(r), _mm512_set1_epi32(127));
+                *bs = _mm512_reduce_add_epi32(q) as i16;
+                let p = b.qs.as_mut_ptr().add(16 * c).cast::<__m128i>();
+                _mm_storeu_si128(p, _mm512_cvtsepi32_epi8(q));
+            }
+            b.d = 1.0 / iscale;
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::quant::BlockFormat;
+
+        /// Awkward values: ties at ±0.5 steps after scaling, zeros, huge and tiny magnitudes.
+        fn data(n: usize) -> Vec<f32> {
+            let mut s = 0x9E37_79B9u32;
+            (0..n)
+                .map(|i| {
+                    s ^= s << 13;
+                    s ^= s >> 17;
+                    s ^= s << 5;
+                    let u = (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+                    match i % 97 {
+                        0 => 0.0,
+                        1 => 127.0,
+                        2 => -63.5,
+                        3 => 0.5,
+                        4 => 1e-30 * u,
+                        5 => 3e4 * u,
+                        _ => u * (1 + i % 7) as f32,
+                    }
+                })
+                .collect()
+        }
+
+        #[test]
+        fn simd_activation_quantizers_match_the_reference_bytes() {
+            let Some(t) = Avx512Quant::get() else {
+                eprintln!("AVX-512 not available: skipped");
+                return;
+            };
+            for n in [1024, 4096, 14336] {
+                let mut x = data(n);
+                x[256..512].fill(0.0);
+                x[512..544].fill(-2.0);
+                let mut a = vec![BlockQ8_0::zeroed(); n / 32];
+                let mut b = a.clone();
+                BlockQ8_0::quantize_ref(&x, &mut a);
+                t.q8_0(&x, &mut b);
+                assert_eq!(
+                    bytemuck::cast_slice::<_, u8>(&a),
+                    bytemuck::cast_slice::<_, u8>(&b)
+                );
+                let mut a = vec![BlockQ8K::zeroed(); n / QK_K];
+                let mut b = a.clone();
+                BlockQ8K::quantize_ref(&x, &mut a);
+                t.q8_k(&x, &mut b);
+                assert_eq!(
+                    bytemuck::cast_slice::<_, u8>(&a),
+                    bytemuck::cast_slice::<_, u8>(&b)
+                );
+            }
+        }
+    }
 }
