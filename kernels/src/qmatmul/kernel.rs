@@ -53,6 +53,8 @@ const fn blocking<P: Packed>() -> (usize, usize) {
 /// # Safety
 /// `w` points at `NT` consecutive tiles of `tile_bytes`; rows `i0..i0 + MR` exist in `acts`;
 /// inlined into a wrapper with `Q`'s features.
+// Register tiles are indexed [row][tile] by loop counters, as in the scalar definition.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 unsafe fn tile_body<Q: QSimd, P: Packed, const MR: usize, const NT: usize>(
     w: *const u8,
