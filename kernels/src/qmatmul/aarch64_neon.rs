@@ -1,9 +1,10 @@
 //! aarch64 NEON: four q registers per 16-row tile vector (4 rows × 4 codes each). With the
 //! dot-product extension one `sdot` per register adds 4 rows' 4-code dot products; without it,
-//! `smull`/`smull2` + `addp` + `sadalp` do the same (every pair sum fits i16: |code| ≤ 128,
+//! `smull`/`smull2` + `addp` + `sadalp` do the same; with i8mm, prefill runs `smmla` (2 weight rows
+//! × 2 activation rows × 8 values per instruction) (every pair sum fits i16: |code| ≤ 128,
 //! |x| ≤ 127). Codes are multiplied as signed bytes: nibbles and 6-bit codes are below 128.
 
-use super::kernel::{run_tiles, Job, TaskRange};
+use super::kernel::{code_vec, run_tiles, sub_lanes, Job, TaskRange};
 use super::repack::Packed;
 use super::simd::QSimd;
 use core::arch::aarch64::*;
@@ -49,6 +50,104 @@ impl NeonDot {
         // SAFETY: the token proves NEON and dotprod were detected.
         run_dot::<P>(job, r)
     }
+}
+
+/// Proof that this CPU runs the NEON i8mm path; obtained from [`NeonI8mm::new`] only.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NeonI8mm(());
+
+impl NeonI8mm {
+    /// The token, when the CPU has NEON, dotprod and the int8 matrix multiply extension.
+    pub(crate) fn new() -> Option<Self> {
+        (NeonDot::new().is_some() && std::arch::is_aarch64_feature_detected!("i8mm"))
+            .then_some(NeonI8mm(()))
+    }
+
+    /// Runs one task of `job`.
+    ///
+    /// # Safety
+    /// As [`run_tiles`]: the caller owns those outputs and `job` is consistent.
+    pub(crate) unsafe fn run<P: Packed>(self, job: &Job<'_>, r: TaskRange) {
+        // SAFETY: the token proves NEON, dotprod and i8mm were detected.
+        run_i8mm::<P>(job, r)
+    }
+}
+
+#[target_feature(enable = "neon,dotprod,i8mm")]
+unsafe fn run_i8mm<P: Packed>(job: &Job<'_>, r: TaskRange) {
+    run_tiles::<NeonI8mm, P>(job, r)
+}
+
+/// `acc += A · Bᵀ` for A, B 2×8 signed bytes (rows in the halves of `a`, `b`): lanes
+/// `[a0·b0, a0·b1, a1·b0, a1·b1]`.
+#[inline(always)]
+unsafe fn smmla(acc: int32x4_t, a: uint8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // Only inlined into `run_i8mm`, which enables i8mm.
+    asm!(
+        "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+        acc = inout(vreg) acc,
+        a = in(vreg) a,
+        b = in(vreg) b,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    acc
+}
+
+/// i8mm sub-block sums: per pair of activation rows and pair of weight rows, one `smmla`
+/// per 8 values (weights zipped from two 4-value groups, activations from two rows), then
+/// unzipped to one vector of 16 rows per activation row. Odd row counts use `sdot`.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn sub_i8mm<P: Packed, const MR: usize, const NT: usize>(
+    cc: [*const u8; NT],
+    s: usize,
+    xq: [*const i8; MR],
+    xo: usize,
+    init: [i32; MR],
+) -> [[[int32x4_t; 4]; NT]; MR] {
+    if MR % 2 == 1 {
+        return sub_lanes::<NeonI8mm, P, MR, NT>(cc, s, xq, xo, init);
+    }
+    let zero = vdupq_n_s32(0);
+    // acc[pair of activation rows][tile][2q + h]: weight rows 4q + 2h, 4q + 2h + 1.
+    let mut acc = [[[zero; 8]; NT]; MR];
+    for gp in (0..P::S / 4).step_by(2) {
+        let w: [([uint8x16_t; 4], [uint8x16_t; 4]); NT] = std::array::from_fn(|j| {
+            (
+                code_vec::<NeonI8mm, P>(cc[j], s, gp),
+                code_vec::<NeonI8mm, P>(cc[j], s, gp + 1),
+            )
+        });
+        for ip in 0..MR / 2 {
+            let xa = vcombine_s8(
+                vld1_s8(xq[2 * ip].add(xo + 4 * gp)),
+                vld1_s8(xq[2 * ip + 1].add(xo + 4 * gp)),
+            );
+            for j in 0..NT {
+                for q in 0..4 {
+                    let a = vreinterpretq_u32_u8(w[j].0[q]);
+                    let b = vreinterpretq_u32_u8(w[j].1[q]);
+                    let lo = vreinterpretq_u8_u32(vzip1q_u32(a, b));
+                    let hi = vreinterpretq_u8_u32(vzip2q_u32(a, b));
+                    acc[ip][j][2 * q] = smmla(acc[ip][j][2 * q], lo, xa);
+                    acc[ip][j][2 * q + 1] = smmla(acc[ip][j][2 * q + 1], hi, xa);
+                }
+            }
+        }
+    }
+    let mut out = [[[zero; 4]; NT]; MR];
+    for ip in 0..MR / 2 {
+        let (ia, ib) = (vdupq_n_s32(init[2 * ip]), vdupq_n_s32(init[2 * ip + 1]));
+        for j in 0..NT {
+            for q in 0..4 {
+                let (e, o) = (acc[ip][j][2 * q], acc[ip][j][2 * q + 1]);
+                out[2 * ip][j][q] = vaddq_s32(vuzp1q_s32(e, o), ia);
+                out[2 * ip + 1][j][q] = vaddq_s32(vuzp2q_s32(e, o), ib);
+            }
+        }
+    }
+    out
 }
 
 #[target_feature(enable = "neon")]
@@ -102,7 +201,7 @@ unsafe fn f16x8(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
 
 /// Implements [`QSimd`] for a NEON token; `$dot` is the 4-row dot product.
 macro_rules! neon_qsimd {
-    ($token:ty, $dot:ident) => {
+    ($token:ty, $dot:ident $(, $extra:item)*) => {
         // SAFETY: NEON (and for `NeonDot` dotprod) instructions, inlined only into the token's
         // `#[target_feature]` wrapper, reached only through the detected token.
         unsafe impl QSimd for $token {
@@ -235,9 +334,25 @@ macro_rules! neon_qsimd {
                 vst1q_f32(p.add(8), v[2]);
                 vst1q_f32(p.add(12), v[3]);
             }
+            $($extra)*
         }
     };
 }
 
 neon_qsimd!(NeonQ, dot4_widen);
 neon_qsimd!(NeonDot, dot4_sdot);
+neon_qsimd!(
+    NeonI8mm,
+    dot4_sdot,
+    const BLOCKING: Option<(usize, usize)> = Some((4, 1));,
+    #[inline(always)]
+    unsafe fn sub_dot<P: Packed, const MR: usize, const NT: usize>(
+        cc: [*const u8; NT],
+        s: usize,
+        xq: [*const i8; MR],
+        xo: usize,
+        init: [i32; MR],
+    ) -> [[[int32x4_t; 4]; NT]; MR] {
+        sub_i8mm::<P, MR, NT>(cc, s, xq, xo, init)
+    }
+);

@@ -76,71 +76,16 @@ unsafe fn tile_body<Q: QSimd, P: Packed, const MR: usize, const NT: usize>(
         }
     });
     let dx: [*const f32; MR] = from_fn(|i| acts.dx.as_ptr().add((i0 + i) * kb));
-    let biased = P::SIGNED && Q::SIGNED_VIA_BIAS;
-    let x4 = |i: usize, off: usize| xq[i].add(off).cast::<i32>().read_unaligned();
 
     let mut acc: [[Q::F; NT]; MR] = [[Q::zero_f(); NT]; MR];
     for c in 0..kb {
         let mut t: [[Q::F; NT]; MR] = [[Q::zero_f(); NT]; MR];
         for s in 0..P::SUBS {
-            let cs: [*const u8; NT] = from_fn(|j| codes[j].add(c * P::CODES + s * P::SUB_BYTES));
             let xo = c * P::BLOCK + s * P::S;
             let si = c * P::SUBS + s;
-            let mut isum: [[Q::I; NT]; MR] = from_fn(|i| [Q::splat_i(*init[i].add(si)); NT]);
-            if P::NIBBLES {
-                let half = P::S / 8;
-                for v in 0..half {
-                    let raw: [Q::W; NT] = from_fn(|j| Q::load_w(cs[j].add(64 * v)));
-                    let lo: [Q::W; NT] = from_fn(|j| Q::nib_lo(raw[j]));
-                    let hi: [Q::W; NT] = from_fn(|j| Q::nib_hi(raw[j]));
-                    for i in 0..MR {
-                        let (xl, xh) = (x4(i, xo + 4 * v), x4(i, xo + 4 * (v + half)));
-                        for j in 0..NT {
-                            isum[i][j] = Q::dot_u(isum[i][j], lo[j], xl);
-                            isum[i][j] = Q::dot_u(isum[i][j], hi[j], xh);
-                        }
-                    }
-                }
-            } else if P::SIX {
-                // 16-value sub-blocks in pairs of 384 bytes (see `Packed::SIX`).
-                let half = (s % 2) as u32;
-                let pair: [*const u8; NT] = from_fn(|j| codes[j].add(c * P::CODES + (s / 2) * 384));
-                for q in 0..4 {
-                    let wv: [Q::W; NT] = from_fn(|j| {
-                        let lo = Q::shr_and(Q::load_w(pair[j].add(64 * q)), 4 * half, 0x0F);
-                        let h = Q::load_w(pair[j].add(256 + 64 * (q % 2)));
-                        let hi = Q::shr_and(h, 4 * half + 2 * (q / 2) as u32, 0x03);
-                        Q::or_shl4(lo, hi)
-                    });
-                    for i in 0..MR {
-                        let xv = x4(i, xo + 4 * q);
-                        for j in 0..NT {
-                            isum[i][j] = Q::dot_u(isum[i][j], wv[j], xv);
-                        }
-                    }
-                }
-            } else {
-                for g in 0..P::S / 4 {
-                    let wv: [Q::W; NT] = from_fn(|j| {
-                        let r = Q::load_w(cs[j].add(64 * g));
-                        if biased {
-                            Q::flip(r)
-                        } else {
-                            r
-                        }
-                    });
-                    for i in 0..MR {
-                        let xv = x4(i, xo + 4 * g);
-                        for j in 0..NT {
-                            isum[i][j] = if P::SIGNED && !biased {
-                                Q::dot_s(isum[i][j], wv[j], xv)
-                            } else {
-                                Q::dot_u(isum[i][j], wv[j], xv)
-                            };
-                        }
-                    }
-                }
-            }
+            let cc: [*const u8; NT] = from_fn(|j| codes[j].add(c * P::CODES));
+            let iv: [i32; MR] = from_fn(|i| *init[i].add(si));
+            let isum = Q::sub_dot::<P, MR, NT>(cc, s, xq, xo, iv);
             let sc: [(Q::F, Q::F); NT] = from_fn(|j| P::scales::<Q>(heads[j].add(c * P::HEAD), s));
             for i in 0..MR {
                 let xs = if P::HAS_C {
@@ -177,6 +122,89 @@ unsafe fn tile_body<Q: QSimd, P: Packed, const MR: usize, const NT: usize>(
         }
     }
     acc
+}
+
+/// The code vector of group `g` (4 values × 16 rows) of sub-block `s`, unpacked to one byte
+/// per code (biased when the ISA multiplies signed codes as unsigned).
+///
+/// # Safety
+/// `cc` points at a chunk's codes; inlined into a wrapper with `Q`'s features.
+#[inline(always)]
+pub(crate) unsafe fn code_vec<Q: QSimd, P: Packed>(cc: *const u8, s: usize, g: usize) -> Q::W {
+    if P::NIBBLES {
+        let half = P::S / 8;
+        let raw = Q::load_w(cc.add(s * P::SUB_BYTES + 64 * (g % half)));
+        if g < half {
+            Q::nib_lo(raw)
+        } else {
+            Q::nib_hi(raw)
+        }
+    } else if P::SIX {
+        let pair = cc.add((s / 2) * 384);
+        let half = (s % 2) as u32;
+        let lo = Q::shr_and(Q::load_w(pair.add(64 * g)), 4 * half, 0x0F);
+        let h = Q::load_w(pair.add(256 + 64 * (g % 2)));
+        Q::or_shl4(lo, Q::shr_and(h, 4 * half + 2 * (g / 2) as u32, 0x03))
+    } else {
+        let r = Q::load_w(cc.add(s * P::SUB_BYTES + 64 * g));
+        if P::SIGNED && Q::SIGNED_VIA_BIAS {
+            Q::flip(r)
+        } else {
+            r
+        }
+    }
+}
+
+/// The integer sums of sub-block `s` for `MR` activation rows × `NT` tiles, starting from the
+/// offset corrections `init`: one broadcast 4-code dot product per row, tile and group.
+///
+/// # Safety
+/// `cc` point at the chunk's codes of each tile, `xq` at activation rows holding values
+/// `xo..xo + S`; inlined into a wrapper with `Q`'s features.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+pub(crate) unsafe fn sub_lanes<Q: QSimd, P: Packed, const MR: usize, const NT: usize>(
+    cc: [*const u8; NT],
+    s: usize,
+    xq: [*const i8; MR],
+    xo: usize,
+    init: [i32; MR],
+) -> [[Q::I; NT]; MR] {
+    let biased = P::SIGNED && Q::SIGNED_VIA_BIAS;
+    let x4 = |i: usize, off: usize| xq[i].add(off).cast::<i32>().read_unaligned();
+    let cs: [*const u8; NT] = from_fn(|j| cc[j].add(s * P::SUB_BYTES));
+    let mut isum: [[Q::I; NT]; MR] = from_fn(|i| [Q::splat_i(init[i]); NT]);
+    if P::NIBBLES {
+        let half = P::S / 8;
+        for v in 0..half {
+            let raw: [Q::W; NT] = from_fn(|j| Q::load_w(cs[j].add(64 * v)));
+            let lo: [Q::W; NT] = from_fn(|j| Q::nib_lo(raw[j]));
+            let hi: [Q::W; NT] = from_fn(|j| Q::nib_hi(raw[j]));
+            for i in 0..MR {
+                let (xl, xh) = (x4(i, xo + 4 * v), x4(i, xo + 4 * (v + half)));
+                for j in 0..NT {
+                    isum[i][j] = Q::dot_u(isum[i][j], lo[j], xl);
+                    isum[i][j] = Q::dot_u(isum[i][j], hi[j], xh);
+                }
+            }
+        }
+    } else {
+        // One byte per code (Q8_0), or 6-bit codes rebuilt from their planes (Q6_K).
+        for g in 0..P::S / 4 {
+            let wv: [Q::W; NT] = from_fn(|j| code_vec::<Q, P>(cc[j], s, g));
+            for i in 0..MR {
+                let xv = x4(i, xo + 4 * g);
+                for j in 0..NT {
+                    isum[i][j] = if P::SIGNED && !biased {
+                        Q::dot_s(isum[i][j], wv[j], xv)
+                    } else {
+                        Q::dot_u(isum[i][j], wv[j], xv)
+                    };
+                }
+            }
+        }
+    }
+    isum
 }
 
 /// Writes the `MR × NT` result vectors of rows `i0..` and tiles `t0..` into `y`.
@@ -244,7 +272,7 @@ pub(crate) unsafe fn run_tiles<Q: QSimd, P: Packed>(job: &Job<'_>, r: TaskRange)
         }
         return;
     }
-    let (mr, nt) = blocking::<P>();
+    let (mr, nt) = Q::BLOCKING.unwrap_or(blocking::<P>());
     let mut t = t0;
     while t < t1 {
         let two = nt == 2 && t1 - t >= 2;

@@ -10,7 +10,7 @@
 //! multiplies several activation rows held in registers). The kernel body is written once over
 //! a small trait of integer-dot primitives (`simd::QSimd`) and instantiated per [`Path`]:
 //! AVX-512 VNNI (`vpdpbusd`), AVX2 (`vpmaddubsw`), NEON (`smull`/`sadalp`), NEON dotprod
-//! (`sdot`) and portable scalar lanes. [`reference`] holds the block-by-block scalar truth.
+//! (`sdot`), NEON i8mm (`smmla` for prefill) and portable scalar lanes. [`reference`] holds the block-by-block scalar truth.
 
 use crate::isa::Isa;
 use crate::pool::ThreadPool;
@@ -56,16 +56,19 @@ pub enum Path {
     Neon,
     /// aarch64 NEON with the dot-product extension (`sdot`).
     NeonDotprod,
+    /// aarch64 NEON with the int8 matrix multiply extension (`smmla`, prefill; `sdot` decode).
+    NeonI8mm,
 }
 
 impl Path {
     /// Every path, portable first.
-    pub const ALL: [Path; 5] = [
+    pub const ALL: [Path; 6] = [
         Path::Scalar,
         Path::Avx2,
         Path::Avx512Vnni,
         Path::Neon,
         Path::NeonDotprod,
+        Path::NeonI8mm,
     ];
 
     /// Lower-case name.
@@ -76,6 +79,7 @@ impl Path {
             Path::Avx512Vnni => "avx512vnni",
             Path::Neon => "neon",
             Path::NeonDotprod => "neon-dotprod",
+            Path::NeonI8mm => "neon-i8mm",
         }
     }
 
@@ -91,6 +95,8 @@ impl Path {
             Path::Neon => aarch64_neon::NeonQ::new().is_some(),
             #[cfg(target_arch = "aarch64")]
             Path::NeonDotprod => aarch64_neon::NeonDot::new().is_some(),
+            #[cfg(target_arch = "aarch64")]
+            Path::NeonI8mm => aarch64_neon::NeonI8mm::new().is_some(),
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -114,7 +120,7 @@ impl Path {
             Isa::Scalar => Path::Scalar,
             Isa::Avx2 => pick(&[Path::Avx2]),
             Isa::Avx512 => pick(&[Path::Avx512Vnni, Path::Avx2]),
-            Isa::Neon => pick(&[Path::NeonDotprod, Path::Neon]),
+            Isa::Neon => pick(&[Path::NeonI8mm, Path::NeonDotprod, Path::Neon]),
         }
     }
 
@@ -424,6 +430,12 @@ unsafe fn run_task<P: Packed>(path: Path, job: &Job<'_>, r: TaskRange) {
         #[cfg(target_arch = "x86_64")]
         Path::Avx2 => {
             if let Some(t) = x86_avx2::Avx2Q::new() {
+                return t.run::<P>(job, r);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Path::NeonI8mm => {
+            if let Some(t) = aarch64_neon::NeonI8mm::new() {
                 return t.run::<P>(job, r);
             }
         }

@@ -6,6 +6,9 @@
 //! holds one i32 per row, a float vector [`QSimd::F`] one f32 per row. Each ISA maps these onto
 //! its registers (one zmm, two ymm, four NEON q registers).
 
+use super::kernel::sub_lanes;
+use super::repack::Packed;
+
 /// Integer-dot and float primitives over one 16-row tile.
 ///
 /// # Safety
@@ -61,6 +64,26 @@ pub(crate) unsafe trait QSimd: Copy {
     unsafe fn load_i8f(p: *const u8) -> Self::F;
     /// Stores 16 f32 (unaligned).
     unsafe fn store(p: *mut f32, v: Self::F);
+
+    /// Activation rows and tiles per prefill micro-kernel call, when this ISA wants other
+    /// than the format's default.
+    const BLOCKING: Option<(usize, usize)> = None;
+
+    /// The integer sums of sub-block `s` (see [`sub_lanes`]); ISAs with a different
+    /// algorithm (matrix multiply-accumulate) override it.
+    ///
+    /// # Safety
+    /// As [`sub_lanes`].
+    #[inline(always)]
+    unsafe fn sub_dot<P: Packed, const MR: usize, const NT: usize>(
+        cc: [*const u8; NT],
+        s: usize,
+        xq: [*const i8; MR],
+        xo: usize,
+        init: [i32; MR],
+    ) -> [[Self::I; NT]; MR] {
+        sub_lanes::<Self, P, MR, NT>(cc, s, xq, xo, init)
+    }
 }
 
 /// Portable scalar lanes: runs the generic bodies on any CPU (and checks them in tests).
