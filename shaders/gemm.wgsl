@@ -3,7 +3,9 @@
 // TM × TN register tile. Per step of BK along k, the weight tile is staged in workgroup memory.
 // The x tile is staged in workgroup memory too, except in the SG variant, where the TX lanes of a
 // row group each load one k column of their rows and pass it round with subgroupShuffle.
-// Defines: W_F32 | W_F16 | W_BF16, X_F32 | X_F16, SG, F16_MATH (f16 tiles and products, f32 sums).
+// Defines: W_F32 | W_F16 | W_BF16 | W_Q8_0 | W_Q4_0 | W_Q4_1 | W_Q4_K | W_Q6_K (with W_QUANT: blocks
+// dequantized in-shader into the w tile), X_F32 | X_F16, SG, F16_MATH (f16 tiles and products, f32
+// sums), K_GEMM.
 
 #ifdef F16_MATH
 enable f16;
@@ -18,6 +20,24 @@ enable subgroups;
 #include "f16"
 #include "load" B=w F=W
 #include "load" B=x F=X
+#ifdef W_QUANT
+#include "bytes"
+#ifdef W_Q8_0
+#include "q8_0"
+#endif
+#ifdef W_Q4_0
+#include "q4_0"
+#endif
+#ifdef W_Q4_1
+#include "q4_1"
+#endif
+#ifdef W_Q4_K
+#include "q4_k"
+#endif
+#ifdef W_Q6_K
+#include "q6_k"
+#endif
+#endif
 
 // Invocations per workgroup: a multiple of TX, at most MAX_B / TM * TX.
 override WG: u32 = 64u;

@@ -26,6 +26,7 @@ mod runtime;
 mod tensor;
 
 pub use attention::AttentionParams;
+pub use backend::gpu::tune::{TuneEntry, TuneOptions};
 pub use device::{Device, DeviceFeatures, DeviceInfo, DeviceKind, DeviceLimits, GpuApi};
 pub use error::{Error, Result};
 pub use linear_attention::{LinearAttention, LinearForm};
@@ -41,6 +42,8 @@ struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod internals {
     pub use crate::backend::gpu::api::*;
-    pub use crate::backend::gpu::matmul::{MatmulKernel, MatmulVariant, Reduce};
+    pub use crate::backend::gpu::matmul::{
+        MatmulChoice, MatmulKernel, MatmulVariant, MatvecConfig, Reduce,
+    };
     pub use crate::backend::gpu::shader_sources;
 }

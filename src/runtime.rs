@@ -78,6 +78,45 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// Autotunes the GPU matmul kernels: on every GPU device, for each shape and weight dtype of
+    /// `opts`, times candidate variants and launch constants and records the fastest in the
+    /// tuning cache (`$WATTLE_CACHE_DIR/gpu-tune.json`), which later `matmul` calls — in this
+    /// process and later ones — use for that shape's power-of-two bucket. Shapes whose `k` is
+    /// not a multiple of a dtype's block are skipped. Slow on software devices: call it when
+    /// asked (e.g. `wattle tune`), never on a hot path.
+    pub fn tune(&self, opts: &crate::TuneOptions) -> Result<Vec<crate::TuneEntry>> {
+        let mut out = Vec::new();
+        for dev in self.gpus() {
+            let Backend::Gpu(g) = dev.backend() else {
+                continue;
+            };
+            for &w in &opts.dtypes {
+                for &shape in &opts.shapes {
+                    if shape.2 % w.block_size() != 0 || shape.0 * shape.1 * shape.2 == 0 {
+                        continue;
+                    }
+                    let e = g.tune_point(&dev, shape, w, opts.reps)?;
+                    if opts.verbose {
+                        eprintln!(
+                            "tune {}: {} {:?}: {} {:.1} us (default {:.1} us, {} candidates)",
+                            e.device,
+                            e.dtype,
+                            e.shape,
+                            e.choice,
+                            e.seconds * 1e6,
+                            e.default_seconds * 1e6,
+                            e.candidates
+                        );
+                    }
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Runtime {
     /// Softmax attention (SPEC §6): `q [t_q, h_q, d]` F32/F16, `k [t_k, h_kv, d]` and
     /// `v [t_k, h_kv, d_v]` in F32, F16, Q8_0 or Q4_0 (read directly, no dequantized copy), `h_q` a
     /// multiple of `h_kv` (GQA/MQA) -> `[t_q, h_q, d_v]` F32, on the device holding all three.

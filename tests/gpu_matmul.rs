@@ -50,7 +50,7 @@ fn host(dtype: DType, shape: &[usize], seed: u64) -> (Tensor, Vec<f64>) {
             &v.iter().map(|&a| bf16::from_f32(a)).collect::<Vec<_>>(),
             shape,
         ),
-        _ => unreachable!(),
+        q => Tensor::from_f32(&v, shape).unwrap().quantize(q),
     }
     .unwrap();
     let held = t
@@ -102,7 +102,59 @@ const SHAPES: [(usize, usize, usize); 10] = [
     (17, 129, 33),
 ];
 
+/// Shapes for block formats, in blocks of k: m = 1..17 subset, n = 1, 7, 65, 129, k = one block,
+/// three blocks and 2048 values.
+const QSHAPES: [(usize, usize, usize); 6] = [
+    (1, 1, 1),
+    (2, 7, 3),
+    (3, 65, 1),
+    (1, 129, 2048),
+    (9, 7, 3),
+    (17, 65, 1),
+];
+
+/// The activations as the int8 path sees them: rows quantized to Q8_0 blocks by the CPU
+/// reference quantizer (the rule the GPU pass implements), dequantized.
+fn int8_activations(x: &Tensor, m: usize, k: usize) -> Vec<f64> {
+    Tensor::from_f32(&x.to_f32_vec().unwrap(), &[m, k])
+        .unwrap()
+        .quantize(DType::Q8_0)
+        .unwrap()
+        .to_f32_vec()
+        .unwrap()
+        .iter()
+        .map(|&a| f64::from(a))
+        .collect()
+}
+
+/// A quantized-weight variant on the QSHAPES. The reference is f64 arithmetic on the
+/// dequantized weights and on the activations the kernel reads: x as held (F32 or F16), or for
+/// int8 variants x quantized to Q8_0 blocks; SPEC §4's NMSE ≤ 5e-4.
+fn check_quant_variant(dev: &Device, v: &MatmulVariant, shapes: &[(usize, usize, usize)]) {
+    let b = v.w.block_size();
+    for (si, &(m, n, kb)) in shapes.iter().enumerate() {
+        let k = if kb >= 32 { kb } else { kb * b };
+        let (x, mut xv) = host(v.x, &[m, k], 1 + si as u64);
+        let (w, wv) = host(v.w, &[n, k], 100 + si as u64);
+        if v.int8 {
+            xv = int8_activations(&x, m, k);
+        }
+        let (xg, wg) = (x.to(dev).unwrap(), w.to(dev).unwrap());
+        let y = gpu_matmul_variant(&xg, &wg, v).unwrap();
+        assert_eq!(y.shape(), &[m, n]);
+        let e = nmse(&y.to_f32_vec().unwrap(), &reference(&xv, &wv, m, n, k));
+        assert!(
+            e <= 5e-4,
+            "{} on {dev}: m={m} n={n} k={k}: NMSE {e:e}",
+            v.name()
+        );
+    }
+}
+
 fn check_variant(dev: &Device, v: &MatmulVariant) {
+    if v.w.is_quantized() {
+        return check_quant_variant(dev, v, &QSHAPES);
+    }
     for (si, &(m, n, k)) in SHAPES.iter().enumerate() {
         let (x, xv) = host(v.x, &[m, k], 1 + si as u64);
         let (w, wv) = host(v.w, &[n, k], 100 + si as u64);
@@ -151,8 +203,9 @@ fn every_variant_on_every_gpu() {
         }
         // Variants the device lacks are refused, not run.
         for v in MatmulVariant::all().iter().filter(|v| !vs.contains(v)) {
-            let (x, _) = host(v.x, &[1, 4], 1);
-            let (w, _) = host(v.w, &[2, 4], 2);
+            let k = v.w.block_size().max(4);
+            let (x, _) = host(v.x, &[1, k], 1);
+            let (w, _) = host(v.w, &[2, k], 2);
             let r = gpu_matmul_variant(&x.to(&dev).unwrap(), &w.to(&dev).unwrap(), v);
             assert!(matches!(r, Err(Error::NotAvailable(_))), "{}", v.name());
         }

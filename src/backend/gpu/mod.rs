@@ -11,6 +11,7 @@ pub(crate) mod matmul;
 mod pipeline;
 pub(crate) mod probe;
 mod shader;
+pub(crate) mod tune;
 
 pub(crate) use buffer::GpuBuffer;
 
@@ -74,6 +75,8 @@ pub(crate) struct GpuBackend {
     /// Work (multiply-adds) per submission, so that none runs ~100 ms on a slow device.
     submit_budget: u64,
     software: bool,
+    /// Tuned choices for this adapter, from the tuning cache or `Runtime::tune`.
+    tuned: tune::TunedMap,
 }
 
 fn env_flag(name: &str) -> bool {
@@ -103,8 +106,8 @@ impl GpuBackend {
     /// `y = x · wᵀ`: `x` `[m, k]` F32/F16, `w` `[n, k]` F32/F16/BF16 -> `y` `[m, n]` F32 on this
     /// device, with the variant chosen from the adapter's features.
     pub fn matmul(&self, x: &Tensor, w: &Tensor, m: usize, n: usize, k: usize) -> Result<Tensor> {
-        let v = self.choose_matmul(m, w.dtype(), x.dtype());
-        self.matmul_variant(x, w, m, n, k, &v)
+        let c = self.choose_matmul(m, n, k, w.dtype(), x.dtype());
+        self.matmul_with(x, w, m, n, k, &c, None)
     }
 
     /// Number of pipelines compiled so far.
@@ -288,6 +291,7 @@ fn open(
         submit_budget: if software { 1 << 21 } else { 1 << 28 },
         software,
         pipelines: PipelineCache::default(),
+        tuned: tune::TunedMap::load(&ctx.info),
         ctx,
     };
     Ok(Some(Device::new(dev_info, Backend::Gpu(backend))))
@@ -298,7 +302,11 @@ pub fn shader_sources() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for key in matmul::MatmulVariant::all()
         .iter()
-        .map(|v| v.key(64, 8))
+        .map(|v| v.key())
+        .chain([
+            matmul::quantize_key(DType::F32),
+            matmul::quantize_key(DType::F16),
+        ])
         .chain(probe::keys())
     {
         let name = format!("{}:{}", key.variant, key.entry);
@@ -326,13 +334,13 @@ mod tests {
                 "matvec",
                 "broken".into(),
                 vec![],
-                vec![("WG", 64), ("ROWS", 1)],
+                vec![("WG", 64), ("ROWS", 1), ("NR", 1), ("L", 1)],
             );
             let r = g.pipelines.get(&g.ctx.device, &key);
             assert!(matches!(r, Err(Error::Pipeline(_))), "{dev}");
             // The device still works afterwards.
-            let v = g.choose_matmul(1, DType::F32, DType::F32);
-            assert!(g.launch_for_test(&v).is_ok(), "{dev}");
+            let c = g.choose_matmul(1, 4, 4, DType::F32, DType::F32);
+            assert!(g.launch_for_test(&c.variant).is_ok(), "{dev}");
         }
     }
 
@@ -346,7 +354,7 @@ mod tests {
 
 /// Hidden API for wattle's tests, benches and tools (re-exported in `wattle::internals`).
 pub mod api {
-    use super::matmul::MatmulVariant;
+    use super::matmul::{MatmulChoice, MatmulVariant, MatvecConfig};
     use super::GpuBackend;
     use crate::device::{Device, GpuApi};
     use crate::error::{Error, Result};
@@ -391,11 +399,58 @@ pub mod api {
         w: crate::DType,
         x: crate::DType,
     ) -> Option<MatmulVariant> {
-        dev.gpu().map(|g| g.choose_matmul(m, w, x))
+        dev.gpu().map(|g| g.default_choice(m, w, x).variant)
     }
 
-    /// `y = x · wᵀ` on the GPU holding both, with an explicit variant.
+    /// The full choice (variant and matvec constants) `Runtime::matmul` makes on `dev` for
+    /// `x` `[m, k]` and `w` `[n, k]`, tuned entries included; `None` on the CPU.
+    pub fn gpu_matmul_choice_for(
+        dev: &Device,
+        m: usize,
+        n: usize,
+        k: usize,
+        w: crate::DType,
+        x: crate::DType,
+    ) -> Option<MatmulChoice> {
+        dev.gpu().map(|g| g.choose_matmul(m, n, k, w, x))
+    }
+
+    /// The static matvec constants of variant `v` on `dev` (`None` on the CPU).
+    pub fn gpu_default_matvec_config(dev: &Device, v: &MatmulVariant) -> Option<MatvecConfig> {
+        dev.gpu().map(|g| g.default_matvec_config(v))
+    }
+
+    /// Whether `dev` can run variant `v` with matvec constants `cfg`.
+    pub fn gpu_config_ok(dev: &Device, v: &MatmulVariant, cfg: &MatvecConfig) -> bool {
+        dev.gpu()
+            .is_some_and(|g| g.supports(v) && g.config_ok(v, cfg))
+    }
+
+    /// `y = x · wᵀ` on the GPU holding both, with an explicit variant (static constants).
     pub fn gpu_matmul_variant(x: &Tensor, w: &Tensor, v: &MatmulVariant) -> Result<Tensor> {
+        let dev = x.device();
+        let g = gpu(&dev)?;
+        let c = MatmulChoice {
+            variant: *v,
+            matvec: g.default_matvec_config(v),
+        };
+        gpu_matmul_with(x, w, &c)
+    }
+
+    /// Median seconds of `reps` timed runs of `y = x · wᵀ` with choice `c` (GPU timestamps when
+    /// the device has them).
+    pub fn gpu_time_matmul(x: &Tensor, w: &Tensor, c: &MatmulChoice, reps: usize) -> Result<f64> {
+        let (m, n, k) = operands(x, w)?;
+        gpu(&x.device())?.time_matmul(x, w, m, n, k, c, reps)
+    }
+
+    /// `y = x · wᵀ` on the GPU holding both, with an explicit choice.
+    pub fn gpu_matmul_with(x: &Tensor, w: &Tensor, c: &MatmulChoice) -> Result<Tensor> {
+        let (m, n, k) = operands(x, w)?;
+        gpu(&x.device())?.matmul_with(x, w, m, n, k, c, None)
+    }
+
+    fn operands(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
         if x.device() != w.device() {
             return Err(Error::DeviceMismatch(
                 x.device().to_string(),
@@ -414,7 +469,7 @@ pub mod api {
                 detail: format!("x is [{m}, {k}] but w is [{n}, {kw}]"),
             });
         }
-        gpu(&x.device())?.matmul_variant(x, w, m, n, k, v)
+        Ok((m, n, k))
     }
 
     /// Id of the device buffer behind a GPU tensor (`None` for host tensors).

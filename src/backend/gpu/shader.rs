@@ -9,22 +9,42 @@
 use crate::error::{Error, Result};
 
 /// Kernel families: `(name, source)`.
-pub(crate) const FAMILIES: [(&str, &str); 3] = [
+pub(crate) const FAMILIES: [(&str, &str); 4] = [
     ("matvec", include_str!("../../../shaders/matvec.wgsl")),
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
+    ("quantize", include_str!("../../../shaders/quantize.wgsl")),
     ("probe", include_str!("../../../shaders/probe.wgsl")),
 ];
 
 /// Shared partials: `(include name, source)`.
-const PARTIALS: [(&str, &str); 4] = [
+const PARTIALS: [(&str, &str); 10] = [
+    ("bytes", include_str!("../../../shaders/_bytes.wgsl")),
+    ("xq8", include_str!("../../../shaders/_xq8.wgsl")),
+    ("q8_0", include_str!("../../../shaders/_q8_0.wgsl")),
+    ("q4_0", include_str!("../../../shaders/_q4_0.wgsl")),
+    ("q4_1", include_str!("../../../shaders/_q4_1.wgsl")),
+    ("q4_k", include_str!("../../../shaders/_q4_k.wgsl")),
+    ("q6_k", include_str!("../../../shaders/_q6_k.wgsl")),
     ("f16", include_str!("../../../shaders/_f16.wgsl")),
     ("load", include_str!("../../../shaders/_load.wgsl")),
     (
         "matmul_io",
         include_str!("../../../shaders/_matmul_io.wgsl"),
     ),
-    ("reduce", include_str!("../../../shaders/_reduce.wgsl")),
 ];
+
+/// A checksum (FNV-1a, 64 bits) of every kernel and partial source: tuning results recorded
+/// under another checksum are stale.
+pub(crate) fn sources_checksum() -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, src) in FAMILIES.iter().chain(PARTIALS.iter()) {
+        for b in name.bytes().chain([0u8]).chain(src.bytes()).chain([0u8]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
 
 /// The source of kernel family `family`.
 pub(crate) fn family_source(family: &str) -> Result<&'static str> {
