@@ -59,8 +59,9 @@ fn system_lines(r: &Report) -> Vec<(&'static str, String)> {
         (
             "CPU",
             format!(
-                "{}; kernels: {} path (supported: {}), {} threads; {} cores / {} threads; LLC {} MiB{}",
+                "{}{}; kernels: {} path (supported: {}), {} threads; {} cores / {} threads; LLC {} MiB{}",
                 s.cpu,
+                s.cpu_id.as_ref().map(|i| format!(" ({i})")).unwrap_or_default(),
                 s.isa,
                 s.isa_supported.join(", "),
                 s.kernel_threads,
@@ -374,6 +375,7 @@ mod tests {
     fn sample() -> Report {
         let system = SystemInfo {
             cpu: "AMD EPYC".into(),
+            cpu_id: Some("AuthenticAMD family 25 model 17 stepping 1".into()),
             isa: "avx512".into(),
             isa_supported: vec!["scalar".into(), "avx2".into(), "avx512".into()],
             cores: 2,
@@ -503,7 +505,7 @@ mod tests {
     #[test]
     fn table_shows_every_figure() {
         let s = render(&sample(), Format::Table).unwrap();
-        assert!(s.contains("AMD EPYC"));
+        assert!(s.contains("AMD EPYC (AuthenticAMD family 25 model 17 stepping 1)"));
         assert!(s.contains("3.00 ms"));
         assert!(s.contains("2.90–3.20 ms"));
         assert!(s.contains("0.95×"));

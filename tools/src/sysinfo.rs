@@ -45,6 +45,9 @@ impl AdapterInfo {
 pub struct SystemInfo {
     /// CPU model name.
     pub cpu: String,
+    /// Vendor, family, model and stepping (x86 `/proc/cpuinfo`), which tell CPU generations
+    /// apart when the model name does not (a VM may say only `AMD EPYC`).
+    pub cpu_id: Option<String>,
     /// The CPU kernel path in use (`avx512`, `avx2`, `neon`, `scalar`).
     pub isa: String,
     /// Every ISA path this CPU supports.
@@ -84,6 +87,7 @@ impl SystemInfo {
         };
         SystemInfo {
             cpu: cpu.name(),
+            cpu_id: cpu_id(),
             isa: wattle_kernels::isa::selected()
                 .map(|i| i.name().to_string())
                 .unwrap_or_else(|e| format!("unavailable ({e})")),
@@ -136,6 +140,29 @@ pub fn parse_cache_size(s: &str) -> Option<u64> {
         .ok()
         .and_then(|n| n.checked_mul(mult))
         .filter(|&b| b > 0)
+}
+
+fn cpu_id() -> Option<String> {
+    let s = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let field = |name: &str| {
+        s.lines()
+            .take_while(|l| !l.trim().is_empty())
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let family = field("cpu family")?;
+    let mut id = format!("family {family}");
+    if let Some(m) = field("model") {
+        id.push_str(&format!(" model {m}"));
+    }
+    if let Some(st) = field("stepping") {
+        id.push_str(&format!(" stepping {st}"));
+    }
+    Some(match field("vendor_id") {
+        Some(v) => format!("{v} {id}"),
+        None => id,
+    })
 }
 
 fn physical_cores() -> Option<usize> {
