@@ -10,7 +10,8 @@
 //! multiplies several activation rows held in registers). The kernel body is written once over
 //! a small trait of integer-dot primitives (`simd::QSimd`) and instantiated per [`Path`]:
 //! AVX-512 VNNI (`vpdpbusd`), AVX2 (`vpmaddubsw`), NEON (`smull`/`sadalp`), NEON dotprod
-//! (`sdot`), NEON i8mm (`smmla` for prefill) and portable scalar lanes. [`reference`] holds the block-by-block scalar truth.
+//! (`sdot`), NEON i8mm (`smmla` for prefill) and portable scalar lanes. [`mod@reference`] holds the
+//! block-by-block scalar truth.
 
 use crate::isa::Isa;
 use crate::pool::ThreadPool;
