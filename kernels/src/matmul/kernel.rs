@@ -1,7 +1,7 @@
 //! Generic kernel bodies for float matmul, written once over [`Simd`] and instantiated per ISA by
 //! the `#[target_feature]` wrappers in `crate::arch`.
 //!
-//! * [`matvec`]: `y[j] = x · w[j]` for a run of weight rows and up to four activation rows,
+//! * [`matvec`]: `y[j] = x · w[j]` for a run of weight rows and up to eight activation rows,
 //!   several weight rows in flight, each weight byte read once, f32 accumulators.
 //! * [`pack`]: copies blocks of `x` and `w` into the panel layouts the micro-kernel reads (`w`
 //!   converted to f32 on the way, so one micro-kernel serves every weight dtype).
@@ -58,7 +58,7 @@ impl WElem for bf16 {
 
 /// Panics unless the operands of a [`MatmulKernels::matvec`] call fit.
 pub(crate) fn check_matvec(x: usize, m: usize, w: usize, k: usize, y: usize) {
-    assert!((1..=MATVEC_MAX_M).contains(&m), "matvec takes 1..=4 rows");
+    assert!((1..=MATVEC_MAX_M).contains(&m), "matvec takes 1..=8 rows");
     assert!(y % m == 0, "y must be [m, rows]");
     assert!(
         x / m >= k && w / k.max(1) >= y / m,
@@ -162,10 +162,13 @@ impl PackBlock {
 }
 
 /// Most activation rows the matvec path takes; more go to the GEMM.
-pub(crate) const MATVEC_MAX_M: usize = 4;
+pub(crate) const MATVEC_MAX_M: usize = 8;
 
 /// `y[i · rows + j] = Σ_p x[i · k + p] · w[j · k + p]` for `i < m`, `j < rows = y.len() / m`:
-/// the matvec (decode) path for `m <= MATVEC_MAX_M` activation rows, each weight byte read once.
+/// the matvec (decode) path for `m <= MATVEC_MAX_M` activation rows.
+///
+/// Weight rows go four at a time; each group of four is used by every group of up to four
+/// activation rows while it is still in L1/L2, so each weight byte comes from memory once.
 ///
 /// # Safety
 /// `1 <= m <= MATVEC_MAX_M`, `x.len() >= m · k`, `w.len() >= rows · k`; ISA features of `S`
@@ -178,47 +181,66 @@ pub(crate) unsafe fn matvec<S: Simd, W: WElem>(
     k: usize,
     y: &mut [f32],
 ) {
-    // (x rows, w rows in flight, unroll): at most 16 accumulators.
-    match m {
-        1 => matvec_m::<S, W, 1, 4, 2>(x, w, k, y),
-        2 => matvec_m::<S, W, 2, 4, 1>(x, w, k, y),
-        3 => matvec_m::<S, W, 3, 2, 1>(x, w, k, y),
-        _ => matvec_m::<S, W, 4, 2, 1>(x, w, k, y),
-    }
-}
-
-/// [`matvec`] for `M` activation rows, `R` weight rows in flight, `U` vectors unrolled.
-#[inline(always)]
-unsafe fn matvec_m<S: Simd, W: WElem, const M: usize, const R: usize, const U: usize>(
-    x: &[f32],
-    w: &[W],
-    k: usize,
-    y: &mut [f32],
-) {
-    let rows = y.len() / M;
+    let rows = y.len() / m;
     let mut j = 0;
-    while j + R <= rows {
-        dot_rows::<S, W, M, R, U>(x, w, k, j, y);
-        j += R;
+    while j + 4 <= rows {
+        for_x_groups::<S, W, 4>(x, m, w, k, rows, j, y);
+        j += 4;
     }
     while j < rows {
-        dot_rows::<S, W, M, 1, U>(x, w, k, j, y);
+        for_x_groups::<S, W, 1>(x, m, w, k, rows, j, y);
         j += 1;
     }
 }
 
-/// Rows `j..j + R` of [`matvec_m`].
+/// Weight rows `j..j + R` (`R` is 4 or 1) against every group of up to four activation rows.
+#[inline(always)]
+unsafe fn for_x_groups<S: Simd, W: WElem, const R: usize>(
+    x: &[f32],
+    m: usize,
+    w: &[W],
+    k: usize,
+    rows: usize,
+    j: usize,
+    y: &mut [f32],
+) {
+    let mut i = 0;
+    while i < m {
+        let g = (m - i).min(4);
+        let (x, y) = (&x[i * k..], &mut y[i * rows..]);
+        // (activation rows, weight rows in flight, unroll): at most 16 accumulators.
+        match (g, R) {
+            (1, 4) => dot_rows::<S, W, 1, 4, 2>(x, w, k, rows, j, y),
+            (2, 4) => dot_rows::<S, W, 2, 4, 1>(x, w, k, rows, j, y),
+            (3, 4) => {
+                dot_rows::<S, W, 3, 2, 1>(x, w, k, rows, j, y);
+                dot_rows::<S, W, 3, 2, 1>(x, w, k, rows, j + 2, y);
+            }
+            (_, 4) => {
+                dot_rows::<S, W, 4, 2, 1>(x, w, k, rows, j, y);
+                dot_rows::<S, W, 4, 2, 1>(x, w, k, rows, j + 2, y);
+            }
+            (1, _) => dot_rows::<S, W, 1, 1, 2>(x, w, k, rows, j, y),
+            (2, _) => dot_rows::<S, W, 2, 1, 1>(x, w, k, rows, j, y),
+            (3, _) => dot_rows::<S, W, 3, 1, 1>(x, w, k, rows, j, y),
+            _ => dot_rows::<S, W, 4, 1, 1>(x, w, k, rows, j, y),
+        }
+        i += g;
+    }
+}
+
+/// `y[i · rows + j + r] = x[i] · w[j + r]` for `i < M`, `r < R`.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
 unsafe fn dot_rows<S: Simd, W: WElem, const M: usize, const R: usize, const U: usize>(
     x: &[f32],
     w: &[W],
     k: usize,
+    rows: usize,
     j: usize,
     y: &mut [f32],
 ) {
     let l = S::LANES;
-    let rows = y.len() / M;
     let ku = k - k % (U * l);
     let k1 = k - k % l;
     let xp = x.as_ptr();

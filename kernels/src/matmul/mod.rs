@@ -2,7 +2,7 @@
 //!
 //! `x` is `[m, k]` f32 row-major, `w` is `[n, k]` row-major, `y` is `[m, n]` f32.
 //!
-//! `m <= 4` (decode) runs a memory-bound matvec: the weight rows are split into contiguous
+//! `m <= 8` (decode, small batches) runs a memory-bound matvec: the weight rows are split into contiguous
 //! chunks across the pool, several rows in flight per inner loop, each weight byte read once.
 //! Larger `m` (prefill) runs a packed, cache-blocked GEMM whose weight packing widens F16/BF16 to f32, so one
 //! register-tiled f32 micro-kernel per ISA serves every dtype (see `gemm`, `kernel`, `params`).
