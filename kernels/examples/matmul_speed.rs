@@ -5,8 +5,12 @@
 //! ```text
 //! cargo run --release -p wattle-kernels --example matmul_speed [-- decode|prefill|peak|pool ...]
 //! ```
-//! `m=NUM` adds a run with that many activation rows; `f32`, `f16`, `bf16` pick dtypes. `WATTLE_THREADS` sizes the pool,
-//! `WATTLE_CPU_ISA` forces a path.
+//! `m=NUM` adds a run with that many activation rows; `f32`, `f16`, `bf16` pick dtypes.
+//! `WATTLE_THREADS` sizes the pool, `WATTLE_CPU_ISA` forces a path.
+//!
+//! Besides wall time, each line shows on-CPU time divided by the thread count ("cpu"): on a
+//! shared machine the wall time swings with the neighbours' load, the CPU time much less. The
+//! FMA peak probe is wall-clock, so its "% of peak" is only meaningful on a quiet machine.
 
 use half::{bf16, f16};
 use std::time::Instant;

@@ -2,10 +2,11 @@
 //!
 //! `x` is `[m, k]` f32 row-major, `w` is `[n, k]` row-major, `y` is `[m, n]` f32.
 //!
-//! `m <= 8` (decode, small batches) runs a memory-bound matvec: the weight rows are split into contiguous
-//! chunks across the pool, several rows in flight per inner loop, each weight byte read once.
-//! Larger `m` (prefill) runs a packed, cache-blocked GEMM whose weight packing widens F16/BF16 to f32, so one
-//! register-tiled f32 micro-kernel per ISA serves every dtype (see `gemm`, `kernel`, `params`).
+//! `m <= 8` (decode, small batches) runs a memory-bound matvec: the weight rows are split into
+//! contiguous chunks across the pool, several rows in flight per inner loop, each weight byte read
+//! once. Larger `m` (prefill) runs a packed, cache-blocked GEMM whose weight packing widens
+//! F16/BF16 to f32, so one register-tiled f32 micro-kernel per ISA serves every dtype (see `gemm`,
+//! `kernel`, `params`).
 
 use crate::arch::Scalar;
 use crate::isa::Isa;
@@ -98,7 +99,7 @@ pub fn matmul(
     run(Scalar, pool, x, w, y, (m, n, k));
 }
 
-/// Dispatches on the weight dtype and on decode (`m = 1`) vs prefill.
+/// Dispatches on the weight dtype and on matvec (`m <= 8`) vs GEMM.
 fn run<A: MatmulKernels>(
     arch: A,
     pool: &ThreadPool,
