@@ -17,14 +17,11 @@ fn sub_dot(t: u32, bb: u32, sb: u32) {
     }
     for (var i = 0u; i < ROWS; i++) {
         var s = 0.0;
-        var sx = 0.0;
         for (var q = 0u; q < 4u; q++) {
-            let lo = xr[i * 8u + q];
-            let hi = xr[i * 8u + q + 4u];
-            s += qd_u(qw[q] & 0x0f0f0f0fu, lo) + qd_u((qw[q] >> 4u) & 0x0f0f0f0fu, hi);
-            sx += x_sum(lo) + x_sum(hi);
+            s += qd_u(qw[q] & 0x0f0f0f0fu, xr[i * 8u + q]);
+            s += qd_u((qw[q] >> 4u) & 0x0f0f0f0fu, xr[i * 8u + q + 4u]);
         }
-        acc[t * MAXM + i] += d * (s - 8.0 * sx) * xsc[i];
+        acc[t * MAXM + i] += d * (s - 8.0 * (xsm[i].x + xsm[i].y)) * xsc[i];
     }
 }
 #endif

@@ -35,11 +35,10 @@ fn sub_dot(t: u32, bb: u32, sb: u32) {
     }
     for (var i = 0u; i < ROWS; i++) {
         var s = 0.0;
-        var sx = 0.0;
         for (var q = 0u; q < 8u; q++) {
             s += qd_u(qw[q], xr[i * 8u + q]);
-            sx += x_sum(xr[i * 8u + q]);
         }
+        let sx = xsm[i].x + xsm[i].y;
         acc[t * MAXM + i] += (dm.x * sm.x * s - dm.y * sm.y * sx) * xsc[i];
     }
 }

@@ -26,13 +26,10 @@ fn sub_dot(t: u32, bb: u32, sb: u32) {
     }
     for (var i = 0u; i < ROWS; i++) {
         var s = vec2<f32>();
-        var sx = vec2<f32>();
         for (var q = 0u; q < 8u; q++) {
-            let g = q / 4u;
-            s[g] += qd_u(qw[q], xr[i * 8u + q]);
-            sx[g] += x_sum(xr[i * 8u + q]);
+            s[q / 4u] += qd_u(qw[q], xr[i * 8u + q]);
         }
-        acc[t * MAXM + i] += d * dot(sc, s - 32.0 * sx) * xsc[i];
+        acc[t * MAXM + i] += d * dot(sc, s - 32.0 * xsm[i]) * xsc[i];
     }
 }
 #endif

@@ -1,6 +1,6 @@
 // matvec: y[i, c] = Σ_k x[i, k] · w[c, k] for small m (decode).
 // A workgroup of WG invocations serves (WG / L) · NR weight rows: groups of L invocations stride
-// over the row's units (blocks of quantized formats, 4 values of float ones) and each invocation
+// over the row's units (blocks of quantized formats, 16 values of float ones) and each invocation
 // holds NR weight rows and ROWS rows of x, so every weight word and every activation is loaded once
 // per invocation and reused from registers. L = 1 needs no reduction at all (suits CPU-emulated
 // devices, whose subgroup lanes are SIMD lanes); L > 1 sums the L partials with subgroup shuffles
@@ -108,9 +108,6 @@ fn qd_s(q: u32, xv: XT) -> f32 {
     return f32(dot4I8Packed(q, xv));
 }
 
-fn x_sum(xv: XT) -> f32 {
-    return f32(dot4I8Packed(0x01010101u, xv));
-}
 #else
 alias XT = vec4<f32>;
 
@@ -122,13 +119,13 @@ fn qd_s(q: u32, xv: XT) -> f32 {
     return dot(vec4<f32>(unpack4xI8(q)), xv);
 }
 
-fn x_sum(xv: XT) -> f32 {
-    return xv.x + xv.y + xv.z + xv.w;
-}
 #endif
 
 var<private> xr: array<XT, MAXM * 8u>;
+// Per x row: the block scale (1 for float x) and the sums of values 0..15 and 16..31 (in units
+// of the scale), shared by every weight row.
 var<private> xsc: array<f32, MAXM>;
+var<private> xsm: array<vec2<f32>, MAXM>;
 
 // Loads x rows [0, mc) at values e .. e + 31 into xr / xsc.
 fn load_x(xrow: u32, e: u32, mc: u32) {
@@ -138,15 +135,20 @@ fn load_x(xrow: u32, e: u32, mc: u32) {
 #ifdef XI8
             let b = (xrow + i) * (k / 32u) + e / 32u;
             xsc[i] = xq_scale(b);
+            xsm[i] = xq_sums(b);
             for (var q = 0u; q < 8u; q++) {
                 xr[i * 8u + q] = xq_word(b, q);
             }
 #else
             xsc[i] = 1.0;
             let base = (xrow + i) * k + e;
+            var sm = vec2<f32>();
             for (var q = 0u; q < 8u; q++) {
-                xr[i * 8u + q] = vec4<f32>(x2(base + 4u * q), x2(base + 4u * q + 2u));
+                let v = vec4<f32>(x2(base + 4u * q), x2(base + 4u * q + 2u));
+                xr[i * 8u + q] = v;
+                sm[q / 4u] += (v.x + v.y) + (v.z + v.w);
             }
+            xsm[i] = sm;
 #endif
         }
     }
@@ -178,8 +180,17 @@ fn rows_dot(r0: u32, j: u32, mc: u32) {
     }
 }
 #else
-// Float weights: units of 4 values; the last k % 4 one at a time.
+// Float weights: units of UF values (four vec4 steps, so loop overhead is paid once per 16
+// values); the last k % UF values one at a time.
+const UF: u32 = 16u;
+
 fn w4(e: u32) -> vec4<f32> {
+#ifdef W_F16
+    if ((e & 1u) == 0u) {
+        let i = e >> 1u;
+        return vec4<f32>(f16_pair(w[i]), f16_pair(w[i + 1u]));
+    }
+#endif
     return vec4<f32>(w2(e), w2(e + 2u));
 }
 
@@ -187,30 +198,32 @@ fn rows_dot(r0: u32, j: u32, mc: u32) {
     let k = p.k;
     let xrow = (p.x_row0 + p.m_base) * k;
     var xv: array<vec4<f32>, MAXM>;
-    for (var u = j; u < k / 4u; u += L) {
-        let e = 4u * u;
-        for (var i = 0u; i < ROWS; i++) {
-            if (i < mc) {
-                xv[i] = vec4<f32>(x2(xrow + i * k + e), x2(xrow + i * k + e + 2u));
+    for (var u = j; u < k / UF; u += L) {
+        for (var q = 0u; q < UF / 4u; q++) {
+            let e = UF * u + 4u * q;
+            for (var i = 0u; i < ROWS; i++) {
+                if (i < mc) {
+                    xv[i] = vec4<f32>(x2(xrow + i * k + e), x2(xrow + i * k + e + 2u));
+                }
             }
-        }
-        for (var t = 0u; t < NR; t++) {
-            if (r0 + t < p.n_rows) {
-                let wv = w4((r0 + t) * k + e);
-                for (var i = 0u; i < ROWS; i++) {
+            for (var t = 0u; t < NR; t++) {
+                if (r0 + t < p.n_rows) {
+                    let wv = w4((r0 + t) * k + e);
+                    for (var i = 0u; i < ROWS; i++) {
 #ifdef F16_MATH
-                    let pr = vec4<f16>(wv) * vec4<f16>(xv[i]);
-                    acc[t * MAXM + i] += (f32(pr.x) + f32(pr.y)) + (f32(pr.z) + f32(pr.w));
+                        let pr = vec4<f16>(wv) * vec4<f16>(xv[i]);
+                        acc[t * MAXM + i] += (f32(pr.x) + f32(pr.y)) + (f32(pr.z) + f32(pr.w));
 #else
-                    acc[t * MAXM + i] += dot(wv, xv[i]);
+                        acc[t * MAXM + i] += dot(wv, xv[i]);
 #endif
+                    }
                 }
             }
         }
     }
-    // The last k % 4 values, by the group's last invocation.
+    // The last k % UF values, by the group's last invocation.
     if (j == L - 1u) {
-        for (var e = k / 4u * 4u; e < k; e++) {
+        for (var e = k / UF * UF; e < k; e++) {
             for (var t = 0u; t < NR; t++) {
                 if (r0 + t < p.n_rows) {
                     let wv = w1((r0 + t) * k + e);

@@ -16,7 +16,7 @@ struct QParams {
 
 // x: [rows, k] F32 or F16, as u32 words.
 @group(0) @binding(0) var<storage, read> x: array<u32>;
-// q: [rows, k / 32] blocks of 9 words.
+// q: [rows, k / 32] blocks of 10 words.
 @group(0) @binding(1) var<storage, read_write> q: array<u32>;
 @group(0) @binding(2) var<uniform> qp: QParams;
 
@@ -45,15 +45,18 @@ fn quantize_x(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     if (d != 0.0) {
         id = 1.0 / d;
     }
-    let o = 9u * (qp.out_row0 * nb + b);
+    let o = 10u * (qp.out_row0 * nb + b);
     q[o] = bitcast<u32>(unpack2x16float(pack2x16float(vec2<f32>(d, 0.0))).x);
+    var sums = vec2<i32>();
     for (var w = 0u; w < 8u; w++) {
         var packed = 0u;
         for (var c = 0u; c < 4u; c++) {
             let t = v[4u * w + c] * id;
-            let r = i32(sign(t) * floor(abs(t) + 0.5));
-            packed |= (u32(clamp(r, -127, 127)) & 0xffu) << (8u * c);
+            let r = clamp(i32(sign(t) * floor(abs(t) + 0.5)), -127, 127);
+            sums[w / 4u] += r;
+            packed |= (u32(r) & 0xffu) << (8u * c);
         }
-        q[o + 1u + w] = packed;
+        q[o + 2u + w] = packed;
     }
+    q[o + 1u] = (u32(sums.x) & 0xffffu) | (u32(sums.y) << 16u);
 }

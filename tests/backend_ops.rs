@@ -116,9 +116,9 @@ impl OpCase for Matmul {
         refs
     }
 
-    fn may_be_unsupported(&self, dev: &Device) -> bool {
-        // GPU kernels for block formats arrive with the WGSL quantized-matmul issue.
-        self.w.is_quantized() && !dev.is_cpu()
+    fn may_be_unsupported(&self, _dev: &Device) -> bool {
+        // Every weight format is required on every device (the GPUs run block formats too).
+        false
     }
 }
 

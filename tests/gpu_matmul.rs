@@ -306,7 +306,7 @@ fn weights_split_across_bindings() {
     for dev in gpu_devices_with_max_binding(1024).unwrap() {
         for v in gpu_matmul_variants(&dev)
             .iter()
-            .filter(|v| v.w == v.x || v.x == DType::F32)
+            .filter(|v| !v.w.is_quantized() && (v.w == v.x || v.x == DType::F32))
         {
             for &(m, n, k) in &[(3, 65, 33), (11, 40, 33), (19, 9, 100)] {
                 let (x, xv) = host(v.x, &[m, k], 11);
@@ -320,6 +320,30 @@ fn weights_split_across_bindings() {
                 let e = nmse(&y.to_f32_vec().unwrap(), &reference(&xv, &wv, m, n, k));
                 assert!(
                     e <= 1e-6,
+                    "{} split on {dev}: m={m} n={n} k={k}: NMSE {e:e}",
+                    v.name()
+                );
+            }
+        }
+        // Block formats: weights, x, the int8 activations and y in several chunks each.
+        for v in gpu_matmul_variants(&dev)
+            .iter()
+            .filter(|v| v.w.is_quantized() && v.x == DType::F32)
+        {
+            let k = 256;
+            for &(m, n) in &[(3, 40), (11, 9)] {
+                let (x, mut xv) = host(v.x, &[m, k], 21);
+                let (w, wv) = host(v.w, &[n, k], 22);
+                if v.int8 {
+                    xv = int8_activations(&x, m, k);
+                }
+                let (xg, wg) = (x.to(&dev).unwrap(), w.to(&dev).unwrap());
+                assert!(gpu_chunk_count(&wg).unwrap() > 1);
+                assert!(gpu_chunk_count(&xg).unwrap() > 1);
+                let y = gpu_matmul_variant(&xg, &wg, v).unwrap();
+                let e = nmse(&y.to_f32_vec().unwrap(), &reference(&xv, &wv, m, n, k));
+                assert!(
+                    e <= 5e-4,
                     "{} split on {dev}: m={m} n={n} k={k}: NMSE {e:e}",
                     v.name()
                 );

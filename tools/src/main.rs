@@ -7,6 +7,7 @@ mod peer;
 mod report;
 mod stats;
 mod sysinfo;
+mod tune;
 
 use bench::{BenchConfig, DeviceFilter, Mode, ShapeSet};
 use clap::{Args, Parser, Subcommand};
@@ -41,6 +42,8 @@ enum Cmd {
     },
     /// Measure each device's roofline and time matmul (decode and prefill, hot and cold).
     Bench(Box<BenchArgs>),
+    /// Autotune the GPU matmul kernels and record the fastest in the tuning cache.
+    Tune(tune::TuneArgs),
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Devices { json, devices } => devices::run(&devices, json),
         Cmd::Bench(args) => run_bench(*args),
+        Cmd::Tune(args) => tune::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

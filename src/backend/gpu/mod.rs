@@ -291,7 +291,7 @@ fn open(
         submit_budget: if software { 1 << 21 } else { 1 << 28 },
         software,
         pipelines: PipelineCache::default(),
-        tuned: tune::TunedMap::load(&ctx.info),
+        tuned: tune::TunedMap::load(&dev_info.name, api, &dev_info.driver),
         ctx,
     };
     Ok(Some(Device::new(dev_info, Backend::Gpu(backend))))

@@ -208,10 +208,11 @@ fn parse_entry(e: &Value) -> Option<(String, String, Key, MatmulChoice)> {
 }
 
 impl TunedMap {
-    /// The cache's current entries for this adapter and driver (stale ones ignored).
-    pub(crate) fn load(info: &wgpu::AdapterInfo) -> TunedMap {
-        let adapter = format!("{} ({:?})", info.name, info.backend);
-        let driver = format!("{} {}", info.driver, info.driver_info);
+    /// The cache's current entries for adapter `name` on `api` with `driver` (stale ones
+    /// ignored). The adapter is recorded as `name (api)`, e.g. `llvmpipe (…) (vulkan)`.
+    pub(crate) fn load(name: &str, api: crate::device::GpuApi, driver: &str) -> TunedMap {
+        let adapter = format!("{name} ({})", api.name());
+        let driver = driver.to_string();
         let map = read_entries()
             .iter()
             .filter_map(parse_entry)
