@@ -53,7 +53,7 @@ impl HostBuffer {
     /// The caller checked that the range lies inside the map.
     pub fn mapped(map: Arc<memmap2::Mmap>, offset: usize, len: usize) -> Self {
         let window = &map[offset..offset + len];
-        if (window.as_ptr() as usize) % MAPPED_ALIGN != 0 {
+        if !(window.as_ptr() as usize).is_multiple_of(MAPPED_ALIGN) {
             return HostBuffer::from_bytes(window);
         }
         HostBuffer(Repr::Mapped { map, offset, len })

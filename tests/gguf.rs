@@ -344,3 +344,58 @@ fn quantize_file_round_trip() {
         Err(Error::UnsupportedDType { .. })
     ));
 }
+
+/// The real model, converted to F16 and quantized by `quantize_file`: the result loads with
+/// tensors identical to quantizing each one directly.
+#[test]
+fn quantize_real_model_when_present() {
+    let Some(path) = common::smollm2() else {
+        eprintln!("gguf: SmolLM2 GGUF not found (WATTLE_MODELS): skipped");
+        return;
+    };
+    let f = GgufFile::open(&path).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in f.metadata() {
+        w.set(k, v.clone());
+    }
+    // The token embeddings and the first blocks, widened to F16, keep the test quick.
+    let names: Vec<String> = f
+        .tensors()
+        .iter()
+        .filter(|t| {
+            t.name == "token_embd.weight"
+                || t.name.starts_with("blk.0.")
+                || t.name == "output_norm.weight"
+        })
+        .map(|t| t.name.clone())
+        .collect();
+    let mut wide = Vec::new();
+    for n in &names {
+        let t = f.tensor(n).unwrap();
+        let h = if t.shape().len() == 2 {
+            t.quantize(DType::F16).unwrap()
+        } else {
+            t
+        };
+        w.add_tensor(n, &h).unwrap();
+        wide.push((n.clone(), h));
+    }
+    let (a, b) = (tmp("smol-f16.gguf"), tmp("smol-q4_0.gguf"));
+    w.write(&a).unwrap();
+    wattle::gguf::quantize_file(&a, &b, DType::Q4_0, |_, _, _| ()).unwrap();
+    let q = GgufFile::open(&b).unwrap();
+    assert_eq!(
+        q.metadata().len(),
+        f.metadata().len() + usize::from(f.get("general.quantization_version").is_none())
+    );
+    for (n, h) in &wide {
+        let got = q.tensor(n).unwrap();
+        let want = if h.shape().len() == 2 {
+            h.quantize(DType::Q4_0).unwrap()
+        } else {
+            h.clone()
+        };
+        assert_eq!(got.dtype(), want.dtype(), "{n}");
+        assert_eq!(got.to_bytes().unwrap(), want.to_bytes().unwrap(), "{n}");
+    }
+}

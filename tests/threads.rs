@@ -42,7 +42,7 @@ fn runtime_is_shared_across_threads() {
                                     .to_f32_vec()
                                     .unwrap()
                             })
-                            .last()
+                            .next_back()
                             .unwrap()
                     })
                 })

@@ -74,7 +74,7 @@ impl DType {
 
     /// Bytes of a row of `len` values, or `None` when `len` is not a multiple of the block size.
     pub const fn row_bytes(self, len: usize) -> Option<usize> {
-        if len % self.block_size() != 0 {
+        if !len.is_multiple_of(self.block_size()) {
             return None;
         }
         Some(len / self.block_size() * self.block_bytes())

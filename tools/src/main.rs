@@ -3,11 +3,11 @@
 
 mod bench;
 mod devices;
+mod gguf_cmd;
 mod peer;
 mod report;
 mod stats;
 mod sysinfo;
-mod tune;
 
 use bench::{BenchConfig, DeviceFilter, Mode, ShapeSet};
 use clap::{Args, Parser, Subcommand};
@@ -42,8 +42,20 @@ enum Cmd {
     },
     /// Measure each device's roofline and time matmul (decode and prefill, hot and cold).
     Bench(Box<BenchArgs>),
-    /// Autotune the GPU matmul kernels and record the fastest in the tuning cache.
-    Tune(tune::TuneArgs),
+    /// Quantize every 2-D float weight of a GGUF file (others copied; metadata kept).
+    Quantize {
+        /// Input GGUF file (never overwritten).
+        input: PathBuf,
+        /// Output GGUF file.
+        output: PathBuf,
+        /// Weight type: q8_0, q4_0, q4_1, q4_K, q6_K, f16, bf16 or f32.
+        dtype: DType,
+    },
+    /// Print a GGUF file's metadata and tensor table.
+    Inspect {
+        /// The GGUF file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -74,7 +86,7 @@ struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "f32,f16,bf16",
+        default_value = "f32,f16,bf16,q8_0,q4_0,q4_1,q4_K,q6_K",
         value_name = "LIST"
     )]
     dtypes: Vec<DType>,
@@ -114,7 +126,8 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Devices { json, devices } => devices::run(&devices, json),
         Cmd::Bench(args) => run_bench(*args),
-        Cmd::Tune(args) => tune::run(args),
+        Cmd::Quantize { input, output, dtype } => gguf_cmd::quantize(&input, &output, dtype),
+        Cmd::Inspect { file } => gguf_cmd::inspect(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

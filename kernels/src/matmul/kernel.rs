@@ -59,7 +59,7 @@ impl WElem for bf16 {
 /// Panics unless the operands of a [`MatmulKernels::matvec`] call fit.
 pub(crate) fn check_matvec(x: usize, m: usize, w: usize, k: usize, y: usize) {
     assert!((1..=MATVEC_MAX_M).contains(&m), "matvec takes 1..=8 rows");
-    assert!(y % m == 0, "y must be [m, rows]");
+    assert!(y.is_multiple_of(m), "y must be [m, rows]");
     assert!(
         x / m >= k && w / k.max(1) >= y / m,
         "matvec operand too short"
@@ -316,7 +316,7 @@ pub(crate) unsafe fn pack<S: Simd, W: WElem>(w: &[W], b: PackBlock, nr: usize, o
             *s = w.as_ptr().add((b.r0 + panel * nr + r) * b.k + b.p0);
         }
         let mut p = 0;
-        if nr % l == 0 {
+        if nr.is_multiple_of(l) {
             let mut v = [S::zero(); 16];
             while p < kv {
                 for g in 0..nr / l {

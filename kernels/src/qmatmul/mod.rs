@@ -239,7 +239,7 @@ fn pack<P: Packed>(
     k: usize,
 ) -> Result<PackedWeights, QMatmulError> {
     let bad = |detail: String| Err(QMatmulError::BadShape { detail });
-    if k % P::BLOCK != 0 {
+    if !k.is_multiple_of(P::BLOCK) {
         return bad(format!(
             "{}: k = {k} is not a multiple of the block ({})",
             P::DTYPE,

@@ -112,7 +112,7 @@ pub(crate) fn nearest_int(x: f32) -> i32 {
 /// Converts f32 values to `dtype` storage bytes with ggml's reference quantizers.
 pub fn quantize(dtype: DType, x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
     let block = dtype.block_size();
-    if x.len() % block != 0 {
+    if !x.len().is_multiple_of(block) {
         return Err(QuantError::BadLength {
             len: x.len(),
             block,
@@ -160,7 +160,7 @@ pub fn quantize(dtype: DType, x: &[f32], out: &mut [u8]) -> Result<(), QuantErro
 /// Converts `dtype` storage bytes back to f32 values (`out.len()` values).
 pub fn dequantize(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
     let block = dtype.block_size();
-    if out.len() % block != 0 {
+    if !out.len().is_multiple_of(block) {
         return Err(QuantError::BadLength {
             len: out.len(),
             block,

@@ -171,7 +171,7 @@ impl Ctx {
         bytes: &[u8],
         row_bytes: usize,
     ) -> Result<GpuBuffer> {
-        let (rows, row_bytes) = if row_bytes == 0 || bytes.len() % row_bytes != 0 {
+        let (rows, row_bytes) = if row_bytes == 0 || !bytes.len().is_multiple_of(row_bytes) {
             (usize::from(!bytes.is_empty()), bytes.len())
         } else {
             (bytes.len() / row_bytes, row_bytes)

@@ -393,11 +393,9 @@ impl GpuBackend {
     pub(crate) fn default_matvec_config(&self, v: &MatmulVariant) -> MatvecConfig {
         let max = self.max_wg();
         if self.software {
-            // Measured on lavapipe (4096 × 14336, m = 1): two rows per invocation, no
-            // reduction; 32 invocations for block formats, 8 for float ones.
             return MatvecConfig {
-                wg: if is_quant(v.w) { 32 } else { 8 }.min(max),
-                nr: 2,
+                wg: 8.min(max),
+                nr: if is_quant(v.w) { 2 } else { 4 },
                 l: 1,
             };
         }
@@ -527,7 +525,7 @@ impl GpuBackend {
                 self.ctx.info.name
             )));
         }
-        if k % w.dtype().block_size() != 0 {
+        if !k.is_multiple_of(w.dtype().block_size()) {
             return Err(Error::BadBlockAlignment {
                 dtype: w.dtype(),
                 len: k,
@@ -547,7 +545,7 @@ impl GpuBackend {
             let y = self.ctx.alloc_rows("matmul output", m, n * 4)?;
             if m > 0 && n > 0 && k > 0 {
                 let xq = if v.int8 {
-                    Some(self.ctx.alloc_rows("int8 activations", m, k / 32 * 40)?)
+                    Some(self.ctx.alloc_rows("int8 activations", m, k / 32 * 36)?)
                 } else {
                     None
                 };
