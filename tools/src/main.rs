@@ -8,6 +8,7 @@ mod peer;
 mod report;
 mod stats;
 mod sysinfo;
+mod tune;
 
 use bench::{BenchConfig, DeviceFilter, Mode, ShapeSet};
 use clap::{Args, Parser, Subcommand};
@@ -42,6 +43,8 @@ enum Cmd {
     },
     /// Measure each device's roofline and time matmul (decode and prefill, hot and cold).
     Bench(Box<BenchArgs>),
+    /// Autotune the GPU matmul kernels and record the fastest in the tuning cache.
+    Tune(tune::TuneArgs),
     /// Quantize every 2-D float weight of a GGUF file (others copied; metadata kept).
     Quantize {
         /// Input GGUF file (never overwritten).
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Devices { json, devices } => devices::run(&devices, json),
         Cmd::Bench(args) => run_bench(*args),
+        Cmd::Tune(args) => tune::run(args),
         Cmd::Quantize { input, output, dtype } => gguf_cmd::quantize(&input, &output, dtype),
         Cmd::Inspect { file } => gguf_cmd::inspect(&file),
     };

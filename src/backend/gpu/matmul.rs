@@ -393,9 +393,11 @@ impl GpuBackend {
     pub(crate) fn default_matvec_config(&self, v: &MatmulVariant) -> MatvecConfig {
         let max = self.max_wg();
         if self.software {
+            // Measured on lavapipe (4096 × 14336, m = 1): two rows per invocation, no
+            // reduction; 32 invocations for block formats, 8 for float ones.
             return MatvecConfig {
-                wg: 8.min(max),
-                nr: if is_quant(v.w) { 2 } else { 4 },
+                wg: if is_quant(v.w) { 32 } else { 8 }.min(max),
+                nr: 2,
                 l: 1,
             };
         }
@@ -545,7 +547,7 @@ impl GpuBackend {
             let y = self.ctx.alloc_rows("matmul output", m, n * 4)?;
             if m > 0 && n > 0 && k > 0 {
                 let xq = if v.int8 {
-                    Some(self.ctx.alloc_rows("int8 activations", m, k / 32 * 36)?)
+                    Some(self.ctx.alloc_rows("int8 activations", m, k / 32 * 40)?)
                 } else {
                     None
                 };
