@@ -66,6 +66,10 @@ pub enum Error {
     /// A malformed or unsupported GGUF file.
     #[error("GGUF: {0}")]
     Gguf(String),
+    /// A profile (SPEC §9) that fails to parse, has an unknown version or misses a field; or a
+    /// plan no device of the profile can run. The message names what is wrong.
+    #[error("profile: {0}")]
+    Profile(String),
     /// An I/O error.
     #[error(transparent)]
     Io(#[from] std::io::Error),

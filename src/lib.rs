@@ -18,11 +18,13 @@
 mod attention;
 mod backend;
 mod device;
+pub mod energy;
 mod error;
 pub mod gguf;
 mod host;
 mod linear_attention;
 mod runtime;
+pub mod sched;
 mod tensor;
 
 pub use attention::AttentionParams;

@@ -1,0 +1,438 @@
+//! `rt.calibrate`: time and energy per device × op × dtype × shape, each device's transfer
+//! bandwidth, latency and idle power, written as a profile to the cache directory.
+
+use super::fingerprint::{fingerprint, machine_fingerprint, KERNEL_SOURCES_HASH};
+use super::op::OpDesc;
+use super::profile::{DeviceProfile, OpPoint, Profile, ProfileKind, Transfer};
+use crate::device::Device;
+use crate::energy::{EnergyWindow, Meter, MeterKind, Source};
+use crate::error::Result;
+use crate::{AttentionParams, DType, LinearAttention, Runtime, Tensor};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What `rt.calibrate` measures.
+#[derive(Clone, Debug)]
+pub struct CalibrateOptions {
+    /// Matmul weight dtypes on the CPU and hardware GPUs.
+    pub dtypes: Vec<DType>,
+    /// Matmul shapes `(m, n, k)` on the CPU and hardware GPUs.
+    pub shapes: Vec<(usize, usize, usize)>,
+    /// Matmul weight dtypes on software GPUs (lavapipe, llvmpipe, WARP: emulated on the CPU).
+    pub software_gpu_dtypes: Vec<DType>,
+    /// Matmul shapes on software GPUs (keep them small: they are slow).
+    pub software_gpu_shapes: Vec<(usize, usize, usize)>,
+    /// Attention shapes `(tq, hq, hkv, d, ctx)` and K/V dtypes (where attention runs).
+    pub attention: Vec<(usize, usize, usize, usize, usize)>,
+    /// K/V dtypes for attention.
+    pub attention_dtypes: Vec<DType>,
+    /// Linear attention (retention) shapes `(t, h, dk, dv)`.
+    pub linear_attention: Vec<(usize, usize, usize, usize)>,
+    /// Each point runs at least this long (SPEC §9: ≥ 200 ms).
+    pub min_window: Duration,
+    /// Each point runs at least this many times (the median is over them).
+    pub min_reps: usize,
+    /// How long idle power is measured, per device.
+    pub idle: Duration,
+    /// Bytes of the large transfer probe (the small one is 4 KiB).
+    pub transfer_bytes: usize,
+    /// Progress on stderr.
+    pub progress: bool,
+    /// Write the profile to `$WATTLE_CACHE_DIR/profile-<fingerprint>.json`.
+    pub write: bool,
+}
+
+impl Default for CalibrateOptions {
+    /// The thorough set: decode and prefill of real model shapes, every weight dtype.
+    fn default() -> Self {
+        let mut shapes = Vec::new();
+        for &(n, k) in &[(576, 576), (1536, 576), (2048, 4096), (4096, 4096), (4096, 14336), (14336, 4096)] {
+            for m in [1, 8, 64, 512] {
+                shapes.push((m, n, k));
+            }
+        }
+        CalibrateOptions {
+            dtypes: vec![
+                DType::F32,
+                DType::F16,
+                DType::BF16,
+                DType::Q8_0,
+                DType::Q4_0,
+                DType::Q4_1,
+                DType::Q4_K,
+                DType::Q6_K,
+            ],
+            shapes,
+            software_gpu_dtypes: vec![DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1],
+            software_gpu_shapes: vec![(1, 256, 256), (16, 256, 256), (1, 1024, 1024), (64, 1024, 1024)],
+            attention: vec![
+                (1, 32, 8, 128, 512),
+                (1, 32, 8, 128, 4096),
+                (64, 32, 8, 128, 512),
+                (512, 32, 8, 128, 512),
+            ],
+            attention_dtypes: vec![DType::F32, DType::F16, DType::Q8_0],
+            linear_attention: vec![(1, 16, 64, 64), (64, 16, 64, 64), (512, 16, 128, 128)],
+            min_window: Duration::from_millis(200),
+            min_reps: 5,
+            idle: Duration::from_secs(1),
+            transfer_bytes: 64 << 20,
+            progress: true,
+            write: true,
+        }
+    }
+}
+
+impl CalibrateOptions {
+    /// A small set, under a minute a device: the shapes of `wattle bench` (decode, and the quick
+    /// set), a few small ones, tiny shapes on software GPUs.
+    pub fn quick() -> Self {
+        CalibrateOptions {
+            dtypes: vec![DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1],
+            shapes: vec![
+                (1, 576, 576),
+                (16, 576, 576),
+                (1, 2048, 4096),
+                (16, 2048, 4096),
+                (1, 4096, 14336),
+                (64, 4096, 14336),
+            ],
+            software_gpu_dtypes: vec![DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1],
+            software_gpu_shapes: vec![(1, 512, 512), (16, 512, 512)],
+            attention: vec![(1, 32, 8, 128, 512), (1, 32, 8, 128, 4096), (64, 32, 8, 128, 512)],
+            attention_dtypes: vec![DType::F32, DType::F16],
+            linear_attention: vec![(1, 16, 64, 64), (64, 16, 64, 64)],
+            min_window: Duration::from_millis(200),
+            min_reps: 3,
+            idle: Duration::from_millis(300),
+            transfer_bytes: 8 << 20,
+            progress: true,
+            write: true,
+        }
+    }
+}
+
+/// Where `rt.calibrate` writes the profile of `devices`:
+/// `$WATTLE_CACHE_DIR/profile-<fingerprint>.json` (default `$XDG_CACHE_HOME/wattle`, else
+/// `~/.cache/wattle`).
+pub fn profile_path(devices: &[Device]) -> Option<PathBuf> {
+    crate::backend::gpu::tune::cache_dir()
+        .map(|d| d.join(format!("profile-{}.json", machine_fingerprint(devices))))
+}
+
+struct Progress {
+    on: bool,
+    done: usize,
+    total: usize,
+    start: Instant,
+}
+
+impl Progress {
+    fn step(&mut self, what: &str) {
+        self.done += 1;
+        if self.on {
+            let width = 24;
+            let filled = (self.done * width / self.total.max(1)).min(width);
+            eprint!(
+                "\r\x1b[Kcalibrate [{}{}] {}/{} {:>5.1}s {what}",
+                "#".repeat(filled),
+                "-".repeat(width - filled),
+                self.done,
+                self.total,
+                self.start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    fn finish(&self) {
+        if self.on {
+            eprintln!();
+        }
+    }
+}
+
+/// The meters whose energy a device's work shows in: the battery when it reads (the system),
+/// else the available meters that cover the device and are summed.
+fn meters_for(all: &[Meter], dev: &Device) -> Vec<Meter> {
+    if let Some(b) = all
+        .iter()
+        .find(|m| m.kind() == MeterKind::Battery && m.available().is_ok())
+    {
+        return vec![b.clone()];
+    }
+    all.iter()
+        .filter(|m| {
+            matches!(
+                m.kind(),
+                MeterKind::RaplPackage | MeterKind::GpuRail | MeterKind::Nvml | MeterKind::Modelled
+            ) && m.available().is_ok()
+                && m.devices().contains(dev)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Runs `f` (one call, synchronised) at least `min_reps` times and `min_window` long, after one
+/// warm-up: (median seconds, joules per call, source).
+fn measure(
+    dev: &Device,
+    meters: &[Meter],
+    opts: &CalibrateOptions,
+    f: &mut dyn FnMut() -> Result<()>,
+) -> Result<(f64, f64, Source)> {
+    f()?;
+    dev.synchronize()?;
+    let mut w = EnergyWindow::start(meters.to_vec());
+    w.busy(dev);
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < opts.min_reps.max(1) || start.elapsed() < opts.min_window {
+        let t = Instant::now();
+        f()?;
+        dev.synchronize()?;
+        times.push(t.elapsed().as_secs_f64());
+        if times.len() >= 100_000 {
+            break;
+        }
+    }
+    let m = w.end()?;
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    Ok((median, m.joules / times.len() as f64, m.source))
+}
+
+fn host_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(8 << 30)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+pub(crate) fn calibrate(rt: &Runtime, opts: &CalibrateOptions) -> Result<Profile> {
+    let devices = rt.devices();
+    let meters = rt.meters();
+    let mut gpu_index = 0;
+    let plan: Vec<(Device, String, bool)> = devices
+        .iter()
+        .map(|d| {
+            let id = if d.is_cpu() {
+                "cpu".to_string()
+            } else {
+                gpu_index += 1;
+                format!("gpu{}", gpu_index - 1)
+            };
+            (d.clone(), id, !d.is_cpu() && d.info().software)
+        })
+        .collect();
+    let total: usize = plan
+        .iter()
+        .map(|(d, _, soft)| {
+            let mm = if *soft {
+                opts.software_gpu_dtypes.len() * opts.software_gpu_shapes.len()
+            } else {
+                opts.dtypes.len() * opts.shapes.len()
+            };
+            let extra = if d.is_cpu() {
+                opts.attention.len() * opts.attention_dtypes.len() + opts.linear_attention.len()
+            } else {
+                2
+            };
+            1 + mm + extra
+        })
+        .sum();
+    let mut prog = Progress {
+        on: opts.progress,
+        done: 0,
+        total,
+        start: Instant::now(),
+    };
+    let mut out = Vec::new();
+    for (dev, id, soft) in &plan {
+        let dm = meters_for(&meters, dev);
+        // Idle power first, reported apart.
+        prog.step(&format!("{id}: idle power"));
+        let w = EnergyWindow::start(dm.clone());
+        std::thread::sleep(opts.idle);
+        let idle = w.end()?;
+        let idle_watts = idle.watts();
+        let transfer = if dev.is_cpu() {
+            Transfer {
+                bytes_per_s: 0.0,
+                latency_s: 0.0,
+                joules_per_byte: 0.0,
+            }
+        } else {
+            prog.step(&format!("{id}: transfer latency"));
+            let small = values(1024, 1);
+            let (lat, _, _) = measure(dev, &dm, opts, &mut || {
+                Tensor::from_f32(&small, &[1024])?.to(dev).map(drop)
+            })?;
+            prog.step(&format!("{id}: transfer bandwidth"));
+            let n = (opts.transfer_bytes / 4).max(1024);
+            let big = values(n, 2);
+            let (tb, jb, _) = measure(dev, &dm, opts, &mut || {
+                Tensor::from_f32(&big, &[n])?.to(dev).map(drop)
+            })?;
+            let bytes = (n * 4) as f64;
+            Transfer {
+                bytes_per_s: (bytes - 4096.0) / (tb - lat).max(1e-9),
+                latency_s: lat,
+                joules_per_byte: jb / bytes,
+            }
+        };
+        let mut ops = Vec::new();
+        let (dtypes, shapes) = if *soft {
+            (&opts.software_gpu_dtypes, &opts.software_gpu_shapes)
+        } else {
+            (&opts.dtypes, &opts.shapes)
+        };
+        for &dt in dtypes {
+            for &(m, n, k) in shapes {
+                prog.step(&format!("{id}: matmul {dt} {m}×{n}×{k}"));
+                if k % dt.block_size() != 0 {
+                    continue;
+                }
+                let w = Tensor::from_f32(&values(n * k, 3), &[n, k])?.quantize(dt)?.to(dev)?;
+                let x = Tensor::from_f32(&values(m * k, 4), &[m, k])?.to(dev)?;
+                let r = measure(dev, &dm, opts, &mut || rt.matmul(&x, &w).map(drop));
+                match r {
+                    Ok((s, j, src)) => ops.push(OpPoint {
+                        op: OpDesc::matmul(m, n, k, dt),
+                        seconds: s,
+                        joules: j,
+                        source: src,
+                    }),
+                    // A dtype this device does not run: no point (the planner skips it there).
+                    Err(crate::Error::UnsupportedDType { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if dev.is_cpu() {
+            for &kv in &opts.attention_dtypes {
+                for &(tq, hq, hkv, d, ctx) in &opts.attention {
+                    prog.step(&format!("{id}: attention {kv} tq={tq} ctx={ctx}"));
+                    let q = Tensor::from_f32(&values(tq * hq * d, 5), &[tq, hq, d])?;
+                    let k = Tensor::from_f32(&values(ctx * hkv * d, 6), &[ctx, hkv, d])?.quantize(kv)?;
+                    let v = Tensor::from_f32(&values(ctx * hkv * d, 7), &[ctx, hkv, d])?.quantize(kv)?;
+                    let p = AttentionParams {
+                        q_pos0: ctx.saturating_sub(tq),
+                        ..AttentionParams::causal()
+                    };
+                    match measure(dev, &dm, opts, &mut || rt.attention(&q, &k, &v, &p).map(drop)) {
+                        Ok((s, j, src)) => ops.push(OpPoint {
+                            op: OpDesc::attention(tq, hq, hkv, d, ctx, kv, 0),
+                            seconds: s,
+                            joules: j,
+                            source: src,
+                        }),
+                        Err(crate::Error::UnsupportedDType { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            for &(t, h, dk, dv) in &opts.linear_attention {
+                prog.step(&format!("{id}: linear_attention retention t={t}"));
+                let q = Tensor::from_f32(&values(t * h * dk, 8), &[t, h, dk])?;
+                let k = Tensor::from_f32(&values(t * h * dk, 9), &[t, h, dk])?;
+                let v = Tensor::from_f32(&values(t * h * dv, 10), &[t, h, dv])?;
+                let kind = LinearAttention::Retention {
+                    gamma: vec![0.95; h],
+                };
+                match measure(dev, &dm, opts, &mut || {
+                    rt.linear_attention(&q, &k, &v, &kind, None).map(drop)
+                }) {
+                    Ok((s, j, src)) => ops.push(OpPoint {
+                        op: OpDesc::linear_attention("retention", t, h, dk, dv),
+                        seconds: s,
+                        joules: j,
+                        source: src,
+                    }),
+                    Err(crate::Error::UnsupportedDType { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let memory_bytes = if dev.is_cpu() || *soft {
+            host_memory_bytes()
+        } else {
+            dev.info().limits.max_buffer_size
+        };
+        out.push(DeviceProfile {
+            id: id.clone(),
+            name: dev.name(),
+            kind: if dev.is_cpu() {
+                ProfileKind::Cpu
+            } else {
+                ProfileKind::Gpu
+            },
+            fingerprint: fingerprint(dev),
+            memory_bytes,
+            idle_watts,
+            transfer,
+            ops,
+        });
+    }
+    prog.finish();
+    let system = json!({
+        "cpu": cpu_model(),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+        "wattle_version": env!("CARGO_PKG_VERSION"),
+        "kernel_sources": KERNEL_SOURCES_HASH,
+        "calibrated_unix_s": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        "meters": meters.iter().map(|m| json!({
+            "name": m.name(),
+            "source": m.source().name(),
+            "available": m.available().err(),
+        })).collect::<Vec<_>>(),
+    });
+    let profile = Profile {
+        system,
+        devices: out,
+    };
+    if opts.write {
+        if let Some(path) = profile_path(&devices) {
+            profile.save(&path)?;
+            if opts.progress {
+                eprintln!("calibrate: wrote {}", path.display());
+            }
+        }
+    }
+    Ok(profile)
+}
