@@ -8,6 +8,7 @@ pub(crate) mod arch;
 pub mod attention;
 pub mod dtype;
 pub mod isa;
+pub mod kv;
 pub mod linear_attn;
 pub mod matmul;
 pub mod pool;

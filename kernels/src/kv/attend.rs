@@ -1,0 +1,762 @@
+//! Flash attention over a compressed KV cache: each KV head has its own keys, values and
+//! (ascending) positions. Work units are (KV head, query tile, key split); the query heads of a
+//! GQA group and the queries of a tile share every read of a key or value row; key splits
+//! (flash-decoding) are merged by log-sum-exp; only the keys a tile can see are visited.
+//!
+//! Dequantization is folded into the dot products: Q8_0/Q4_0/f16 rows are widened 16 lanes at a
+//! time in registers; KIVI keys fold each group's per-channel scales into the query once per
+//! group and run on the packed codes plus one correction term for the minimums; quantized values
+//! fold their per-token scale into the softmax weight and add the minimums once per block.
+//! With [`ScoreOut`], every key's softmax probability (summed over the rows asked for) comes out
+//! of the same pass: the logits of the scored rows are kept and normalised after the merge.
+
+use super::simd::{Scalar, Simd, L};
+use super::{kivi, HeadKv, KeyView, ValView};
+use crate::pool::ThreadPool;
+use crate::quant::{BlockQ4_0, BlockQ8_0};
+use crate::Isa;
+use half::f16;
+use std::sync::Mutex;
+
+/// Queries per tile.
+const QT: usize = 16;
+/// Keys scored together before one rescale of the running state (a multiple of 16).
+const KB: usize = 64;
+/// Fewest keys worth a split of their own.
+const MIN_SPLIT: usize = 512;
+
+/// Sizes of one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheShape {
+    /// Queries.
+    pub t_q: usize,
+    /// Query heads (a multiple of `h_kv`).
+    pub h_q: usize,
+    /// KV heads.
+    pub h_kv: usize,
+    /// Query/key head dimension (a multiple of 16).
+    pub d: usize,
+    /// Value head dimension (a multiple of 16).
+    pub dv: usize,
+}
+
+/// Which keys a query sees, and the logit transform.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheMask<'a> {
+    /// A key is visible only at or before the query's position.
+    pub causal: bool,
+    /// The call's window W: `p − pos < W` (hides sinks too).
+    pub window: Option<usize>,
+    /// The cache's StreamingLLM rule `(window, sinks)`: `pos < sinks || p − pos < window`.
+    pub cache_window: Option<(usize, usize)>,
+    /// Position of query 0.
+    pub q_pos0: usize,
+    /// Per-query-head sink logits (one extra softmax column).
+    pub sinks: Option<&'a [f32]>,
+    /// Logit scale.
+    pub scale: f32,
+    /// Logit softcap.
+    pub softcap: Option<f32>,
+}
+
+impl CacheMask<'_> {
+    /// True when a query at position `p` sees a key at `kp`.
+    #[inline]
+    pub fn visible(&self, p: i64, kp: i64) -> bool {
+        (!self.causal || kp <= p)
+            && self.window.is_none_or(|w| p - kp < w as i64)
+            && self
+                .cache_window
+                .is_none_or(|(w, s)| kp < s as i64 || p - kp < w as i64)
+    }
+
+    #[inline]
+    fn cap(&self, s: f32) -> f32 {
+        match self.softcap {
+            Some(c) if c > 0.0 => c * (s / c).tanh(),
+            _ => s,
+        }
+    }
+}
+
+/// Per-key probabilities wanted from a call: for queries `from_query..t_q`, each key's softmax
+/// probability summed over those queries and the query heads of its group is added to
+/// `scores[kv_head][key]` (`scores[g].len()` = keys of head `g`).
+#[derive(Debug)]
+pub struct ScoreOut<'a> {
+    /// First query that counts.
+    pub from_query: usize,
+    /// One vector per KV head.
+    pub scores: &'a mut [Vec<f32>],
+}
+
+struct Unit {
+    g: usize,
+    i0: usize,
+    i1: usize,
+    j0: usize,
+    j1: usize,
+}
+
+struct Ctx<'a> {
+    q: &'a [f32],
+    heads: &'a [HeadKv<'a>],
+    s: CacheShape,
+    m: &'a CacheMask<'a>,
+    /// Per head, KIVI group starts (with the end of the quantized part last).
+    gstart: Vec<Vec<usize>>,
+    score_from: Option<usize>,
+}
+
+struct Partial {
+    /// Per row: m, l, acc[dv].
+    state: Vec<f32>,
+    /// Logits of the scored rows over the unit's keys.
+    logits: Vec<f32>,
+}
+
+/// Attention of `q [t_q, h_q, d]` over the cache heads (`heads.len() == h_kv`) into
+/// `out [t_q, h_q, dv]`; a query that sees no key (and has no sink) gets zeros.
+pub fn attend(
+    pool: &ThreadPool,
+    isa: Isa,
+    q: &[f32],
+    heads: &[HeadKv<'_>],
+    s: CacheShape,
+    m: &CacheMask<'_>,
+    out: &mut [f32],
+    mut scores: Option<ScoreOut<'_>>,
+) {
+    assert_eq!(q.len(), s.t_q * s.h_q * s.d, "q must be [t_q, h_q, d]");
+    assert_eq!(
+        out.len(),
+        s.t_q * s.h_q * s.dv,
+        "out must be [t_q, h_q, dv]"
+    );
+    assert_eq!(heads.len(), s.h_kv, "one view per KV head");
+    assert!(
+        s.d % L == 0 && s.dv % L == 0,
+        "head dims must be multiples of 16"
+    );
+    let gstart = heads
+        .iter()
+        .map(|h| match h.keys {
+            KeyView::Kivi(k) => {
+                let mut v = Vec::with_capacity(k.counts.len() + 1);
+                let mut t = 0;
+                v.push(0);
+                for &c in k.counts {
+                    t += c as usize;
+                    v.push(t);
+                }
+                v
+            }
+            _ => Vec::new(),
+        })
+        .collect();
+    let ctx = Ctx {
+        q,
+        heads,
+        s,
+        m,
+        gstart,
+        score_from: scores.as_ref().map(|o| o.from_query),
+    };
+    let units = plan(&ctx, pool.threads());
+    let partials: Vec<Mutex<Option<Partial>>> = units.iter().map(|_| Mutex::new(None)).collect();
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = if isa >= Isa::Avx512 {
+        super::simd::Avx512::new()
+    } else {
+        None
+    };
+    pool.run(units.len(), |u| {
+        let p = {
+            #[cfg(target_arch = "x86_64")]
+            if let Some(t) = avx512 {
+                // SAFETY: the token exists, so the CPU has every feature the wrapper enables.
+                unsafe { unit_avx512(t, &ctx, &units[u]) }
+            } else {
+                run_unit(Scalar, &ctx, &units[u])
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                let _ = isa;
+                run_unit(Scalar, &ctx, &units[u])
+            }
+        };
+        *partials[u].lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+    });
+    let parts: Vec<Partial> = partials
+        .into_iter()
+        .map(|p| {
+            p.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or(Partial {
+                    state: Vec::new(),
+                    logits: Vec::new(),
+                })
+        })
+        .collect();
+    merge(&ctx, &units, &parts, out, scores.as_mut());
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn unit_avx512(t: super::simd::Avx512, ctx: &Ctx<'_>, u: &Unit) -> Partial {
+    run_unit(t, ctx, u)
+}
+
+/// Index ranges of head `g` that queries `i0..i1` may see (the main range, then the sinks).
+fn ranges(ctx: &Ctx<'_>, g: usize, i0: usize, i1: usize) -> Vec<(usize, usize)> {
+    let m = ctx.m;
+    let pos = ctx.heads[g].pos;
+    let n = pos.len();
+    let (pf, pl) = ((m.q_pos0 + i0) as i64, (m.q_pos0 + i1 - 1) as i64);
+    let hi = if m.causal {
+        pos.partition_point(|&x| x as i64 <= pl)
+    } else {
+        n
+    };
+    let lo_for = |w: usize| pos.partition_point(|&x| pf - (x as i64) >= w as i64);
+    let w_eff = match (m.window, m.cache_window) {
+        (Some(a), Some((b, _))) => Some(a.min(b)),
+        (a, b) => a.or(b.map(|x| x.0)),
+    };
+    let lo = w_eff.map_or(0, lo_for).min(hi);
+    let mut r = Vec::with_capacity(2);
+    if let Some((_, sinks)) = m.cache_window {
+        let ns = pos.partition_point(|&x| (x as i64) < sinks as i64);
+        let slo = m.window.map_or(0, lo_for);
+        let shi = ns.min(lo).min(hi);
+        if slo < shi {
+            r.push((slo, shi));
+        }
+    }
+    if lo < hi {
+        r.push((lo, hi));
+    }
+    r
+}
+
+fn plan(ctx: &Ctx<'_>, threads: usize) -> Vec<Unit> {
+    let s = ctx.s;
+    let tiles = s.t_q.div_ceil(QT);
+    let per_tile = (4 * threads).div_ceil((tiles * s.h_kv).max(1)).max(1);
+    let mut units = Vec::new();
+    for g in 0..s.h_kv {
+        for t in 0..tiles {
+            let (i0, i1) = (t * QT, ((t + 1) * QT).min(s.t_q));
+            let rs = ranges(ctx, g, i0, i1);
+            let total: usize = rs.iter().map(|r| r.1 - r.0).sum();
+            let splits = per_tile.min(total / MIN_SPLIT).max(1);
+            let chunk = total.div_ceil(splits).max(1);
+            for (lo, hi) in rs {
+                let mut j0 = lo;
+                while j0 < hi {
+                    let j1 = (j0 + chunk).min(hi);
+                    units.push(Unit { g, i0, i1, j0, j1 });
+                    j0 = j1;
+                }
+            }
+        }
+    }
+    units
+}
+
+/// Scratch of one unit.
+struct Scratch {
+    kf: Vec<f32>,
+    qs: Vec<f32>,
+    corr: Vec<f32>,
+    ws: Vec<f32>,
+}
+
+#[inline(always)]
+fn run_unit<S: Simd>(s: S, ctx: &Ctx<'_>, u: &Unit) -> Partial {
+    let sh = ctx.s;
+    let m = ctx.m;
+    let (d, dv) = (sh.d, sh.dv);
+    let group = sh.h_q / sh.h_kv;
+    let rows = (u.i1 - u.i0) * group;
+    let stride = dv + 2;
+    let head = &ctx.heads[u.g];
+    let mut state = vec![0f32; rows * stride];
+    for st in state.chunks_exact_mut(stride) {
+        st[0] = f32::NEG_INFINITY;
+    }
+    let s0 = ctx.score_from.map(|f| f.max(u.i0));
+    let scored_rows = s0.map_or(0, |f| u.i1.saturating_sub(f) * group);
+    let width = u.j1 - u.j0;
+    let mut logits = vec![0f32; scored_rows * width];
+    let mut qr = vec![0f32; rows * d];
+    for i in u.i0..u.i1 {
+        for hg in 0..group {
+            let r = (i - u.i0) * group + hg;
+            let src = &ctx.q[(i * sh.h_q + u.g * group + hg) * d..][..d];
+            for (o, x) in qr[r * d..(r + 1) * d].iter_mut().zip(src) {
+                *o = x * m.scale;
+            }
+        }
+    }
+    let mut sc = vec![0f32; rows * KB];
+    let mut w = vec![0f32; rows * KB];
+    let mut scr = Scratch {
+        kf: vec![0f32; d.max(dv)],
+        qs: vec![0f32; rows * d],
+        corr: vec![0f32; rows],
+        ws: vec![0f32; 4 * KB],
+    };
+    let gst = &ctx.gstart[u.g];
+    let nq = gst.last().copied().unwrap_or(0);
+    let p_last = (m.q_pos0 + u.i1 - 1) as i64;
+    let mut j = u.j0;
+    while j < u.j1 {
+        if m.causal && head.pos[j] as i64 > p_last {
+            break;
+        }
+        let mut jb = (j + KB).min(u.j1);
+        let mut grp = None;
+        if j < nq {
+            let gi = gst.partition_point(|&x| x <= j) - 1;
+            jb = jb.min(gst[gi + 1]);
+            grp = Some((gi, gst[gi]));
+        }
+        let nb = jb - j;
+        score_block(
+            s, head.keys, j, jb, grp, nq, &qr, rows, d, &mut sc, &mut scr,
+        );
+        for r in 0..rows {
+            let i = u.i0 + r / group;
+            let p = (m.q_pos0 + i) as i64;
+            let row = &mut sc[r * KB..(r + 1) * KB];
+            let mut bmax = f32::NEG_INFINITY;
+            for (jj, x) in row[..nb].iter_mut().enumerate() {
+                if m.visible(p, head.pos[j + jj] as i64) {
+                    *x = m.cap(*x);
+                    bmax = bmax.max(*x);
+                } else {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+            if let Some(f) = s0 {
+                if i >= f {
+                    let rs = (i - f) * group + r % group;
+                    logits[rs * width + (j - u.j0)..][..nb].copy_from_slice(&row[..nb]);
+                }
+            }
+            let wrow = &mut w[r * KB..(r + 1) * KB];
+            if bmax == f32::NEG_INFINITY {
+                wrow.fill(0.0);
+                continue;
+            }
+            let st = &mut state[r * stride..(r + 1) * stride];
+            let m_new = st[0].max(bmax);
+            if st[0] != m_new {
+                let c = (st[0] - m_new).exp();
+                st[1] *= c;
+                st[2..].iter_mut().for_each(|a| *a *= c);
+                st[0] = m_new;
+            }
+            let mv = s.splat(-m_new);
+            let mut lsum = 0.0;
+            for c0 in (0..nb).step_by(L) {
+                let e = s.exp(s.add(s.load(&row[c0..]), mv));
+                s.store(&mut wrow[c0..], e);
+            }
+            wrow[nb..].fill(0.0);
+            for x in &wrow[..nb] {
+                lsum += x;
+            }
+            st[1] += lsum;
+        }
+        accum_block(s, head.vals, j, jb, nq, &w, rows, dv, &mut state, &mut scr);
+        j = jb;
+    }
+    Partial { state, logits }
+}
+
+/// `sc[r·KB + (j − a)]` = q_r · key j for keys `a..b` (the scale is in `qr`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn score_block<S: Simd>(
+    s: S,
+    keys: KeyView<'_>,
+    a: usize,
+    b: usize,
+    grp: Option<(usize, usize)>,
+    nq: usize,
+    qr: &[f32],
+    rows: usize,
+    d: usize,
+    sc: &mut [f32],
+    scr: &mut Scratch,
+) {
+    match keys {
+        KeyView::F16(k) => rows_score(s, a, b, qr, rows, d, sc, &mut scr.kf, |j, c| {
+            s.f16(&k[j * d + c..])
+        }),
+        KeyView::Q8_0(k) => rows_score(s, a, b, qr, rows, d, sc, &mut scr.kf, |j, c| {
+            let blk: &BlockQ8_0 = &k[(j * d + c) / 32];
+            let x = s.i8(&blk.qs[c % 32..]);
+            s.fma(x, s.splat(blk.d.to_f32()), s.zero())
+        }),
+        KeyView::Q4_0(k) => rows_score(s, a, b, qr, rows, d, sc, &mut scr.kf, |j, c| {
+            let blk: &BlockQ4_0 = &k[(j * d + c) / 32];
+            let x = s.nib(&blk.qs, c % 32 != 0);
+            let dd = blk.d.to_f32();
+            s.fma(x, s.splat(dd), s.splat(-8.0 * dd))
+        }),
+        KeyView::Kivi(kk) => match grp {
+            Some((gi, g0)) => kivi_score(s, kk, gi, a - g0, b - g0, qr, rows, d, sc, scr),
+            None => {
+                let t = kk.tail;
+                rows_score(s, a - nq, b - nq, qr, rows, d, sc, &mut scr.kf, |j, c| {
+                    s.f16(&t[j * d + c..])
+                })
+            }
+        },
+    }
+}
+
+/// Dot products of `rows` query rows with keys `a..b`, each key row widened once into `kf`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rows_score<S: Simd>(
+    s: S,
+    a: usize,
+    b: usize,
+    qr: &[f32],
+    rows: usize,
+    d: usize,
+    sc: &mut [f32],
+    kf: &mut [f32],
+    decode: impl Fn(usize, usize) -> S::V,
+) {
+    for j in a..b {
+        for c in (0..d).step_by(L) {
+            s.store(&mut kf[c..], decode(j, c));
+        }
+        let mut r0 = 0;
+        while r0 + 4 <= rows {
+            let mut acc = [s.zero(); 4];
+            for c in (0..d).step_by(L) {
+                let kv = s.load(&kf[c..]);
+                for (i, v) in acc.iter_mut().enumerate() {
+                    *v = s.fma(kv, s.load(&qr[(r0 + i) * d + c..]), *v);
+                }
+            }
+            for (i, v) in acc.iter().enumerate() {
+                sc[(r0 + i) * KB + j - a] = s.sum(*v);
+            }
+            r0 += 4;
+        }
+        for r in r0..rows {
+            let mut acc = s.zero();
+            for c in (0..d).step_by(L) {
+                acc = s.fma(s.load(&kf[c..]), s.load(&qr[r * d + c..]), acc);
+            }
+            sc[r * KB + j - a] = s.sum(acc);
+        }
+    }
+}
+
+/// KIVI keys `t0..t1` of group `gi` (slot indices): the group's per-channel scales are folded
+/// into the query rows once, the loop runs on packed codes (16 tokens per vector), and one
+/// correction term per row adds the minimums.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn kivi_score<S: Simd>(
+    s: S,
+    kk: super::KiviKeys<'_>,
+    gi: usize,
+    t0: usize,
+    t1: usize,
+    qr: &[f32],
+    rows: usize,
+    d: usize,
+    sc: &mut [f32],
+    scr: &mut Scratch,
+) {
+    let bits = kk.bits;
+    let rb = kivi::run_bytes(kk.slots, bits);
+    let par = &kk.params[gi * 2 * d..(gi + 1) * 2 * d];
+    let codes = &kk.codes[gi * d * rb..(gi + 1) * d * rb];
+    let (scale, min) = par.split_at(d);
+    for r in 0..rows {
+        let q = &qr[r * d..(r + 1) * d];
+        let qs = &mut scr.qs[r * d..(r + 1) * d];
+        let mut corr = 0.0;
+        for c in 0..d {
+            qs[c] = q[c] * scale[c].to_f32();
+            corr += q[c] * min[c].to_f32();
+        }
+        scr.corr[r] = corr;
+    }
+    let step = L * bits as usize / 8;
+    let mut tmp = [0f32; L];
+    for tc in (t0 / L * L..t1).step_by(L) {
+        let off = tc * bits as usize / 8;
+        let (lo, hi) = (t0.max(tc), t1.min(tc + L));
+        let mut r0 = 0;
+        while r0 < rows {
+            let n = (rows - r0).min(4);
+            let mut acc = [s.zero(); 4];
+            for c in 0..d {
+                let x = s.codes(&codes[c * rb + off..c * rb + off + step], bits);
+                for (i, v) in acc.iter_mut().enumerate().take(n) {
+                    *v = s.fma(x, s.splat(scr.qs[(r0 + i) * d + c]), *v);
+                }
+            }
+            for (i, v) in acc.iter().enumerate().take(n) {
+                s.store(&mut tmp, *v);
+                let corr = scr.corr[r0 + i];
+                for t in lo..hi {
+                    sc[(r0 + i) * KB + t - t0] = tmp[t - tc] + corr;
+                }
+            }
+            r0 += n;
+        }
+    }
+}
+
+/// `acc_r += Σ_j w[r·KB + (j − a)] · value j` for values `a..b`, into the unit's state rows.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn accum_block<S: Simd>(
+    s: S,
+    vals: ValView<'_>,
+    a: usize,
+    b: usize,
+    nq: usize,
+    w: &[f32],
+    rows: usize,
+    dv: usize,
+    state: &mut [f32],
+    scr: &mut Scratch,
+) {
+    match vals {
+        ValView::F16(v) => rows_accum(s, a, b, w, rows, dv, state, |j, c| s.f16(&v[j * dv + c..])),
+        ValView::Q8_0(v) => affine_accum(
+            s,
+            a,
+            b,
+            w,
+            rows,
+            dv,
+            32,
+            state,
+            &mut scr.ws,
+            |j, g| (v[j * dv / 32 + g].d.to_f32(), 0.0),
+            |j, c| s.i8(&v[(j * dv + c) / 32].qs[c % 32..]),
+        ),
+        ValView::Q4_0(v) => affine_accum(
+            s,
+            a,
+            b,
+            w,
+            rows,
+            dv,
+            32,
+            state,
+            &mut scr.ws,
+            |j, g| {
+                let dd = v[j * dv / 32 + g].d.to_f32();
+                (dd, -8.0 * dd)
+            },
+            |j, c| s.nib(&v[(j * dv + c) / 32].qs, c % 32 != 0),
+        ),
+        ValView::Kivi(kv) if a < nq => {
+            let ng = dv / kv.group;
+            let vb = kivi::run_bytes(dv, kv.bits);
+            let step = L * kv.bits as usize / 8;
+            affine_accum(
+                s,
+                a,
+                b,
+                w,
+                rows,
+                dv,
+                kv.group,
+                state,
+                &mut scr.ws,
+                |j, g| {
+                    let p = &kv.params[j * 2 * ng + 2 * g..];
+                    (p[0].to_f32(), p[1].to_f32())
+                },
+                |j, c| {
+                    let off = j * vb + c * kv.bits as usize / 8;
+                    s.codes(&kv.codes[off..off + step], kv.bits)
+                },
+            )
+        }
+        ValView::Kivi(kv) => {
+            let t: &[f16] = kv.tail;
+            rows_accum(s, a - nq, b - nq, w, rows, dv, state, |j, c| {
+                s.f16(&t[j * dv + c..])
+            })
+        }
+    }
+}
+
+/// Float value rows: for each 16-channel chunk, 4 rows' accumulators stay in registers while
+/// the keys stream by.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rows_accum<S: Simd>(
+    s: S,
+    a: usize,
+    b: usize,
+    w: &[f32],
+    rows: usize,
+    dv: usize,
+    state: &mut [f32],
+    decode: impl Fn(usize, usize) -> S::V,
+) {
+    let stride = dv + 2;
+    for c in (0..dv).step_by(L) {
+        let mut r0 = 0;
+        while r0 < rows {
+            let n = (rows - r0).min(4);
+            let mut acc = [s.zero(); 4];
+            for (i, v) in acc.iter_mut().enumerate().take(n) {
+                *v = s.load(&state[(r0 + i) * stride + 2 + c..]);
+            }
+            for j in a..b {
+                let x = decode(j, c);
+                for (i, v) in acc.iter_mut().enumerate().take(n) {
+                    *v = s.fma(x, s.splat(w[(r0 + i) * KB + j - a]), *v);
+                }
+            }
+            for (i, v) in acc.iter().enumerate().take(n) {
+                s.store(&mut state[(r0 + i) * stride + 2 + c..], *v);
+            }
+            r0 += n;
+        }
+    }
+}
+
+/// Values `scale·code + min` per (token, channel group of `gs`): the scale is folded into the
+/// softmax weight, the minimums are added once per block.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn affine_accum<S: Simd>(
+    s: S,
+    a: usize,
+    b: usize,
+    w: &[f32],
+    rows: usize,
+    dv: usize,
+    gs: usize,
+    state: &mut [f32],
+    ws: &mut [f32],
+    params: impl Fn(usize, usize) -> (f32, f32),
+    codes: impl Fn(usize, usize) -> S::V,
+) {
+    let stride = dv + 2;
+    let nb = b - a;
+    for g in 0..dv / gs {
+        let mut r0 = 0;
+        while r0 < rows {
+            let n = (rows - r0).min(4);
+            let mut msum = [0f32; 4];
+            for j in a..b {
+                let (sc, mn) = params(j, g);
+                for i in 0..n {
+                    let wt = w[(r0 + i) * KB + j - a];
+                    ws[i * KB + j - a] = wt * sc;
+                    msum[i] += wt * mn;
+                }
+            }
+            for c in (g * gs..(g + 1) * gs).step_by(L) {
+                let mut acc = [s.zero(); 4];
+                for (i, v) in acc.iter_mut().enumerate().take(n) {
+                    *v = s.add(
+                        s.load(&state[(r0 + i) * stride + 2 + c..]),
+                        s.splat(msum[i]),
+                    );
+                }
+                for jj in 0..nb {
+                    let x = codes(a + jj, c);
+                    for (i, v) in acc.iter_mut().enumerate().take(n) {
+                        *v = s.fma(x, s.splat(ws[i * KB + jj]), *v);
+                    }
+                }
+                for (i, v) in acc.iter().enumerate().take(n) {
+                    s.store(&mut state[(r0 + i) * stride + 2 + c..], *v);
+                }
+            }
+            r0 += n;
+        }
+    }
+}
+
+/// Merges key splits by log-sum-exp, adds the sink column, normalises into `out`, and turns
+/// the kept logits into probabilities.
+fn merge(
+    ctx: &Ctx<'_>,
+    units: &[Unit],
+    parts: &[Partial],
+    out: &mut [f32],
+    scores: Option<&mut ScoreOut<'_>>,
+) {
+    let s = ctx.s;
+    let group = s.h_q / s.h_kv;
+    let stride = s.dv + 2;
+    let sink = |ih: usize| ctx.m.sinks.map_or(f32::NEG_INFINITY, |sk| sk[ih % s.h_q]);
+    let mut gmax: Vec<f32> = (0..s.t_q * s.h_q).map(sink).collect();
+    for (u, p) in units.iter().zip(parts) {
+        for (r, st) in p.state.chunks_exact(stride).enumerate() {
+            let ih = (u.i0 + r / group) * s.h_q + u.g * group + r % group;
+            gmax[ih] = gmax[ih].max(st[0]);
+        }
+    }
+    let mut sums: Vec<f32> = (0..s.t_q * s.h_q)
+        .map(|ih| {
+            if gmax[ih] > f32::NEG_INFINITY && ctx.m.sinks.is_some() {
+                (sink(ih) - gmax[ih]).exp()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    out.fill(0.0);
+    for (u, p) in units.iter().zip(parts) {
+        for (r, st) in p.state.chunks_exact(stride).enumerate() {
+            if st[0] == f32::NEG_INFINITY {
+                continue;
+            }
+            let ih = (u.i0 + r / group) * s.h_q + u.g * group + r % group;
+            let c = (st[0] - gmax[ih]).exp();
+            sums[ih] += st[1] * c;
+            let o = &mut out[ih * s.dv..(ih + 1) * s.dv];
+            o.iter_mut().zip(&st[2..]).for_each(|(o, a)| *o += a * c);
+        }
+    }
+    for (o, &l) in out.chunks_exact_mut(s.dv).zip(&sums) {
+        if l > 0.0 {
+            o.iter_mut().for_each(|x| *x /= l);
+        }
+    }
+    let Some(so) = scores else { return };
+    for (u, p) in units.iter().zip(parts) {
+        let f = so.from_query.max(u.i0);
+        if f >= u.i1 {
+            continue;
+        }
+        let width = u.j1 - u.j0;
+        let dst = &mut so.scores[u.g][u.j0..u.j1];
+        for (rs, lg) in p.logits.chunks_exact(width).enumerate() {
+            let ih = (f + rs / group) * s.h_q + u.g * group + rs % group;
+            let (mx, l) = (gmax[ih], sums[ih]);
+            if l <= 0.0 {
+                continue;
+            }
+            for (o, &x) in dst.iter_mut().zip(lg) {
+                if x > f32::NEG_INFINITY {
+                    *o += (x - mx).exp() / l;
+                }
+            }
+        }
+    }
+}

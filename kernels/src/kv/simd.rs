@@ -1,0 +1,231 @@
+//! 16-lane primitives the KV-cache attention bodies are written in once: a scalar reference
+//! (`[f32; 16]`) and AVX-512 (`__m512`), chosen at run time. Every code decoder yields 16 f32
+//! lanes of unscaled codes (or halves); scales are folded in by the caller.
+
+use half::f16;
+
+/// Lanes per vector.
+pub const L: usize = 16;
+
+/// The primitives. Slices passed to loads hold at least the values read.
+pub trait Simd: Copy {
+    /// 16 f32 lanes.
+    type V: Copy;
+    /// All zeros.
+    fn zero(self) -> Self::V;
+    /// All lanes `x`.
+    fn splat(self, x: f32) -> Self::V;
+    /// Loads `p[..16]`.
+    fn load(self, p: &[f32]) -> Self::V;
+    /// Stores into `p[..16]`.
+    fn store(self, p: &mut [f32], v: Self::V);
+    /// `a·b + c`.
+    fn fma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `a + b`.
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Sum of the lanes.
+    fn sum(self, v: Self::V) -> f32;
+    /// `eˣ` per lane (0 far below the f32 range, and for −∞).
+    fn exp(self, v: Self::V) -> Self::V;
+    /// Converts `p[..16]` halves.
+    fn f16(self, p: &[f16]) -> Self::V;
+    /// Converts `p[..16]` signed bytes.
+    fn i8(self, p: &[i8]) -> Self::V;
+    /// The low (`hi` false) or high nibbles of `p[..16]`.
+    fn nib(self, p: &[u8], hi: bool) -> Self::V;
+    /// 16 little-endian packed codes of 2 bits (`p[..4]`) or 4 bits (`p[..8]`).
+    fn codes(self, p: &[u8], bits: u32) -> Self::V;
+}
+
+/// The scalar reference.
+#[derive(Clone, Copy)]
+pub struct Scalar;
+
+impl Simd for Scalar {
+    type V = [f32; L];
+    #[inline(always)]
+    fn zero(self) -> Self::V {
+        [0.0; L]
+    }
+    #[inline(always)]
+    fn splat(self, x: f32) -> Self::V {
+        [x; L]
+    }
+    #[inline(always)]
+    fn load(self, p: &[f32]) -> Self::V {
+        let mut v = [0.0; L];
+        v.copy_from_slice(&p[..L]);
+        v
+    }
+    #[inline(always)]
+    fn store(self, p: &mut [f32], v: Self::V) {
+        p[..L].copy_from_slice(&v);
+    }
+    #[inline(always)]
+    fn fma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] * b[i] + c[i])
+    }
+    #[inline(always)]
+    fn add(self, a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] + b[i])
+    }
+    #[inline(always)]
+    fn sum(self, v: Self::V) -> f32 {
+        v.iter().sum()
+    }
+    #[inline(always)]
+    fn exp(self, v: Self::V) -> Self::V {
+        v.map(f32::exp)
+    }
+    #[inline(always)]
+    fn f16(self, p: &[f16]) -> Self::V {
+        std::array::from_fn(|i| p[i].to_f32())
+    }
+    #[inline(always)]
+    fn i8(self, p: &[i8]) -> Self::V {
+        std::array::from_fn(|i| p[i] as f32)
+    }
+    #[inline(always)]
+    fn nib(self, p: &[u8], hi: bool) -> Self::V {
+        let s = if hi { 4 } else { 0 };
+        std::array::from_fn(|i| ((p[i] >> s) & 0xF) as f32)
+    }
+    #[inline(always)]
+    fn codes(self, p: &[u8], bits: u32) -> Self::V {
+        std::array::from_fn(|i| super::kivi::get(p, i, bits) as f32)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use x86::Avx512;
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Simd, L};
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// AVX-512 F/BW/VL/DQ (+ F16C). Only built by [`Avx512::new`] on a CPU that has them, so the
+    /// intrinsics below run only where they exist.
+    #[derive(Clone, Copy)]
+    pub struct Avx512(());
+
+    impl Avx512 {
+        /// The token, when this CPU supports AVX-512.
+        pub fn new() -> Option<Avx512> {
+            crate::Isa::Avx512.is_supported().then_some(Avx512(()))
+        }
+    }
+
+    impl Simd for Avx512 {
+        type V = __m512;
+        #[inline(always)]
+        fn zero(self) -> __m512 {
+            // SAFETY: the token exists only on AVX-512 CPUs.
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        fn splat(self, x: f32) -> __m512 {
+            // SAFETY: as above.
+            unsafe { _mm512_set1_ps(x) }
+        }
+        #[inline(always)]
+        fn load(self, p: &[f32]) -> __m512 {
+            assert!(p.len() >= L);
+            // SAFETY: 16 f32 are in bounds (checked); AVX-512 present (token).
+            unsafe { _mm512_loadu_ps(p.as_ptr()) }
+        }
+        #[inline(always)]
+        fn store(self, p: &mut [f32], v: __m512) {
+            assert!(p.len() >= L);
+            // SAFETY: 16 f32 are in bounds (checked); AVX-512 present (token).
+            unsafe { _mm512_storeu_ps(p.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn fma(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+            // SAFETY: AVX-512 present (token).
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn add(self, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: AVX-512 present (token).
+            unsafe { _mm512_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn sum(self, v: __m512) -> f32 {
+            // SAFETY: AVX-512 present (token).
+            unsafe { _mm512_reduce_add_ps(v) }
+        }
+        #[inline(always)]
+        fn exp(self, x: __m512) -> __m512 {
+            // SAFETY: AVX-512 present (token).
+            unsafe {
+                // eˣ = 2ⁿ·eʳ, n = round(x·log2 e), r = x − n·ln 2 (two-step), degree-6 Taylor for eʳ.
+                let x = _mm512_max_ps(x, _mm512_set1_ps(-120.0));
+                let x = _mm512_min_ps(x, _mm512_set1_ps(88.0));
+                let n = _mm512_roundscale_ps(
+                    _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+                );
+                let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+                let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+                let mut p = _mm512_set1_ps(1.0 / 720.0);
+                for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+                    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+                }
+                _mm512_scalef_ps(p, n)
+            }
+        }
+        #[inline(always)]
+        fn f16(self, p: &[f16]) -> __m512 {
+            assert!(p.len() >= L);
+            // SAFETY: 16 halves (32 bytes) in bounds (checked); AVX-512 + F16C present (token).
+            unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.as_ptr().cast())) }
+        }
+        #[inline(always)]
+        fn i8(self, p: &[i8]) -> __m512 {
+            assert!(p.len() >= L);
+            // SAFETY: 16 bytes in bounds (checked); AVX-512 present (token).
+            unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.as_ptr().cast()))) }
+        }
+        #[inline(always)]
+        fn nib(self, p: &[u8], hi: bool) -> __m512 {
+            assert!(p.len() >= L);
+            // SAFETY: 16 bytes in bounds (checked); AVX-512 present (token).
+            unsafe {
+                let mut x = _mm_loadu_si128(p.as_ptr().cast());
+                if hi {
+                    x = _mm_srli_epi16(x, 4);
+                }
+                x = _mm_and_si128(x, _mm_set1_epi8(0x0F));
+                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(x))
+            }
+        }
+        #[inline(always)]
+        fn codes(self, p: &[u8], bits: u32) -> __m512 {
+            let n = if bits == 2 { 4 } else { 8 };
+            assert!(p.len() >= n);
+            // SAFETY: `n` bytes in bounds (checked, read unaligned); AVX-512 present (token).
+            unsafe {
+                if bits == 2 {
+                    let w = (p.as_ptr() as *const u32).read_unaligned();
+                    let v = _mm512_set1_epi32(w as i32);
+                    let sh = _mm512_setr_epi32(
+                        0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30,
+                    );
+                    let c = _mm512_and_si512(_mm512_srlv_epi32(v, sh), _mm512_set1_epi32(3));
+                    _mm512_cvtepi32_ps(c)
+                } else {
+                    let w = (p.as_ptr() as *const u64).read_unaligned();
+                    let lo = _mm256_set1_epi32(w as u32 as i32);
+                    let hi = _mm256_set1_epi32((w >> 32) as u32 as i32);
+                    let v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+                    let sh =
+                        _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+                    let c = _mm512_and_si512(_mm512_srlv_epi32(v, sh), _mm512_set1_epi32(15));
+                    _mm512_cvtepi32_ps(c)
+                }
+            }
+        }
+    }
+}
