@@ -18,6 +18,19 @@ use crate::Isa;
 use half::f16;
 use std::sync::Mutex;
 
+/// f16 → f32 without a call (finite inputs): the exponent is rebased by one multiply, which
+/// also handles zeros and subnormals.
+#[inline(always)]
+fn h2f(h: f16) -> f32 {
+    let x = h.to_bits() as u32;
+    let mag = f32::from_bits((x & 0x7fff) << 13) * f32::from_bits(0x7780_0000);
+    if x & 0x8000 != 0 {
+        -mag
+    } else {
+        mag
+    }
+}
+
 /// Queries per tile.
 const QT: usize = 16;
 /// Keys scored together before one rescale of the running state (a multiple of 16).
@@ -399,12 +412,12 @@ fn score_block<S: Simd>(
         KeyView::Q8_0(k) => rows_score(s, a, b, qr, rows, d, sc, &mut scr.kf, |j, c| {
             let blk: &BlockQ8_0 = &k[(j * d + c) / 32];
             let x = s.i8(&blk.qs[c % 32..]);
-            s.fma(x, s.splat(blk.d.to_f32()), s.zero())
+            s.fma(x, s.splat(h2f(blk.d)), s.zero())
         }),
         KeyView::Q4_0(k) => rows_score(s, a, b, qr, rows, d, sc, &mut scr.kf, |j, c| {
             let blk: &BlockQ4_0 = &k[(j * d + c) / 32];
             let x = s.nib(&blk.qs, c % 32 != 0);
-            let dd = blk.d.to_f32();
+            let dd = h2f(blk.d);
             s.fma(x, s.splat(dd), s.splat(-8.0 * dd))
         }),
         KeyView::Kivi(kk) => match grp {
@@ -434,6 +447,20 @@ fn rows_score<S: Simd>(
     decode: impl Fn(usize, usize) -> S::V,
 ) {
     for j in a..b {
+        if rows == 4 {
+            // Decode: the GQA group's 4 rows share each widened chunk in registers.
+            let mut acc = [s.zero(); 4];
+            for c in (0..d).step_by(L) {
+                let kv = decode(j, c);
+                for (i, v) in acc.iter_mut().enumerate() {
+                    *v = s.fma(kv, s.load(&qr[i * d + c..]), *v);
+                }
+            }
+            for (i, v) in acc.iter().enumerate() {
+                sc[i * KB + j - a] = s.sum(*v);
+            }
+            continue;
+        }
         for c in (0..d).step_by(L) {
             s.store(&mut kf[c..], decode(j, c));
         }
@@ -488,8 +515,8 @@ fn kivi_score<S: Simd>(
         let qs = &mut scr.qs[r * d..(r + 1) * d];
         let mut corr = 0.0;
         for c in 0..d {
-            qs[c] = q[c] * scale[c].to_f32();
-            corr += q[c] * min[c].to_f32();
+            qs[c] = q[c] * h2f(scale[c]);
+            corr += q[c] * h2f(min[c]);
         }
         scr.corr[r] = corr;
     }
@@ -547,7 +574,7 @@ fn accum_block<S: Simd>(
             32,
             state,
             &mut scr.ws,
-            |j, g| (v[j * dv / 32 + g].d.to_f32(), 0.0),
+            |j, g| (h2f(v[j * dv / 32 + g].d), 0.0),
             |j, c| s.i8(&v[(j * dv + c) / 32].qs[c % 32..]),
         ),
         ValView::Q4_0(v) => affine_accum(
@@ -561,7 +588,7 @@ fn accum_block<S: Simd>(
             state,
             &mut scr.ws,
             |j, g| {
-                let dd = v[j * dv / 32 + g].d.to_f32();
+                let dd = h2f(v[j * dv / 32 + g].d);
                 (dd, -8.0 * dd)
             },
             |j, c| s.nib(&v[(j * dv + c) / 32].qs, c % 32 != 0),
@@ -582,7 +609,7 @@ fn accum_block<S: Simd>(
                 &mut scr.ws,
                 |j, g| {
                     let p = &kv.params[j * 2 * ng + 2 * g..];
-                    (p[0].to_f32(), p[1].to_f32())
+                    (h2f(p[0]), h2f(p[1]))
                 },
                 |j, c| {
                     let off = j * vb + c * kv.bits as usize / 8;

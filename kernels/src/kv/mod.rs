@@ -184,7 +184,7 @@ impl HeadStore {
                 group,
                 residual,
             } => {
-                let tail = (residual + group).min(capacity);
+                let tail = (residual + 2 * group).min(capacity);
                 h.k16.reserve_exact(tail * d);
                 h.v16.reserve_exact(tail * dv);
                 let q = capacity.saturating_sub(residual);
@@ -260,9 +260,22 @@ impl HeadStore {
             self.score.extend(std::iter::repeat_n(0.0, t));
         }
         match self.fmt {
-            KvFmt::F16 | KvFmt::Kivi { .. } => {
+            KvFmt::F16 => {
                 self.k16.extend(k.iter().map(|&x| f16::from_f32(x)));
                 self.v16.extend(v.iter().map(|&x| f16::from_f32(x)));
+            }
+            KvFmt::Kivi { group, .. } => {
+                // A group at a time, so the f16 tail never outgrows `residual + 2·group`.
+                let (d, dv) = (self.d, self.dv);
+                for i in (0..t).step_by(group) {
+                    let e = (i + group).min(t);
+                    self.k16
+                        .extend(k[i * d..e * d].iter().map(|&x| f16::from_f32(x)));
+                    self.v16
+                        .extend(v[i * dv..e * dv].iter().map(|&x| f16::from_f32(x)));
+                    self.flush();
+                }
+                return;
             }
             KvFmt::Q8_0 => {
                 push_blocks(&mut self.kq8, k);
