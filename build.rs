@@ -35,7 +35,11 @@ fn main() {
         }
     };
     for f in &files {
-        eat(f.strip_prefix(&root).unwrap_or(f).to_string_lossy().as_bytes());
+        eat(f
+            .strip_prefix(&root)
+            .unwrap_or(f)
+            .to_string_lossy()
+            .as_bytes());
         eat(&[0]);
         eat(&std::fs::read(f).unwrap_or_default());
         eat(&[0]);

@@ -80,7 +80,9 @@ fn bench(c: &mut Criterion) {
         ("plan_210_min_energy", Policy::MinEnergy),
         ("plan_210_edp", Policy::EnergyDelay),
     ] {
-        c.bench_function(name, |b| b.iter(|| p.plan(black_box(&chain), &pol).map(|x| x.seconds())));
+        c.bench_function(name, |b| {
+            b.iter(|| p.plan(black_box(&chain), &pol).map(|x| x.seconds()))
+        });
     }
 }
 

@@ -198,9 +198,10 @@ fn missing_reason(meters: &[Meter], root: &Path) -> String {
         .filter_map(|m| m.available().err().map(|e| format!("{}: {e}", m.name())))
         .collect();
     let mut parts = Vec::new();
-    if !meters.iter().any(|m| {
-        matches!(m.kind(), MeterKind::RaplPackage | MeterKind::RaplSubzone)
-    }) {
+    if !meters
+        .iter()
+        .any(|m| matches!(m.kind(), MeterKind::RaplPackage | MeterKind::RaplSubzone))
+    {
         parts.push(format!(
             "no RAPL zone under {} (no powercap driver: a VM, or not Intel/AMD Zen on Linux ≥ 5.8)",
             root.join("class/powercap").display()
@@ -311,7 +312,13 @@ impl EnergyWindow {
             .iter()
             .map(|&i| per_meter[i].2)
             .min()
-            .map(|s| if s == Source::Measured { s } else { Source::Modelled })
+            .map(|s| {
+                if s == Source::Measured {
+                    s
+                } else {
+                    Source::Modelled
+                }
+            })
             .unwrap_or(Source::Modelled);
         let summed_names = summed.iter().map(|&i| per_meter[i].0.clone()).collect();
         Ok(Measurement {

@@ -18,7 +18,10 @@ impl MeterImpl for Nvml {
         MeterKind::Nvml
     }
     fn available(&self) -> Result<(), String> {
-        Err("NVML support is a stub in this build (no NVML binding linked): figures are modelled".into())
+        Err(
+            "NVML support is a stub in this build (no NVML binding linked): figures are modelled"
+                .into(),
+        )
     }
     fn begin(&self) -> Result<Snap, String> {
         Err(self.available().err().unwrap_or_default())
@@ -35,11 +38,6 @@ pub(super) fn discover(devices: &[Device]) -> Vec<Meter> {
     devices
         .iter()
         .filter(|d| !d.is_cpu() && d.name().to_ascii_lowercase().contains("nvidia"))
-        .map(|d| {
-            Meter::new(
-                std::sync::Arc::new(Nvml { gpu: d.name() }),
-                vec![d.clone()],
-            )
-        })
+        .map(|d| Meter::new(std::sync::Arc::new(Nvml { gpu: d.name() }), vec![d.clone()]))
         .collect()
 }

@@ -64,7 +64,9 @@ pub(crate) fn counter_delta(start: u64, end: u64, max: u64) -> u64 {
     if end >= start {
         end - start
     } else {
-        max.saturating_sub(start).saturating_add(end).saturating_add(1)
+        max.saturating_sub(start)
+            .saturating_add(end)
+            .saturating_add(1)
     }
 }
 

@@ -26,16 +26,9 @@ pub(crate) fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
 
 /// Sorts `hwmon10` after `hwmon9`.
 fn natural_key(s: &str) -> (String, u64) {
-    let digits: String = s
-        .chars()
-        .rev()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
+    let digits: String = s.chars().rev().take_while(|c| c.is_ascii_digit()).collect();
     let n = digits.chars().rev().collect::<String>();
-    (
-        s[..s.len() - n.len()].to_string(),
-        n.parse().unwrap_or(0),
-    )
+    (s[..s.len() - n.len()].to_string(), n.parse().unwrap_or(0))
 }
 
 /// The trimmed text of a file, or why it cannot be read (with the fix for permissions).

@@ -35,12 +35,15 @@ fn lg(x: usize) -> u8 {
 }
 
 fn key_hash(s: &str) -> u8 {
-    s.bytes().fold(0u8, |h, b| h.wrapping_mul(31).wrapping_add(b))
+    s.bytes()
+        .fold(0u8, |h, b| h.wrapping_mul(31).wrapping_add(b))
 }
 
 fn bucket(op: &OpDesc) -> Bucket {
     match op {
-        OpDesc::Matmul { m, n, k, dtype } => [0, *dtype as u8, lg(*m), lg(*n), lg(*k), 0, 0, 0, 0, 0],
+        OpDesc::Matmul { m, n, k, dtype } => {
+            [0, *dtype as u8, lg(*m), lg(*n), lg(*k), 0, 0, 0, 0, 0]
+        }
         OpDesc::Attention {
             tq,
             hq,
@@ -49,17 +52,48 @@ fn bucket(op: &OpDesc) -> Bucket {
             ctx,
             kv_dtype,
             window,
-        } => [1, *kv_dtype as u8, lg(*tq), lg(*hq), lg(*hkv), lg(*d), lg(*ctx), lg(*window), 0, 0],
-        OpDesc::LinearAttention { kind, t, h, dk, dv } => {
-            [2, key_hash(kind), lg(*t), lg(*h), lg(*dk), lg(*dv), 0, 0, 0, 0]
-        }
+        } => [
+            1,
+            *kv_dtype as u8,
+            lg(*tq),
+            lg(*hq),
+            lg(*hkv),
+            lg(*d),
+            lg(*ctx),
+            lg(*window),
+            0,
+            0,
+        ],
+        OpDesc::LinearAttention { kind, t, h, dk, dv } => [
+            2,
+            key_hash(kind),
+            lg(*t),
+            lg(*h),
+            lg(*dk),
+            lg(*dv),
+            0,
+            0,
+            0,
+            0,
+        ],
         OpDesc::KvAttend {
             format,
             ctx,
             hq,
             hkv,
             d,
-        } => [3, key_hash(format), lg(*ctx), lg(*hq), lg(*hkv), lg(*d), 0, 0, 0, 0],
+        } => [
+            3,
+            key_hash(format),
+            lg(*ctx),
+            lg(*hq),
+            lg(*hkv),
+            lg(*d),
+            0,
+            0,
+            0,
+            0,
+        ],
     }
 }
 
@@ -137,12 +171,7 @@ impl Auto {
     /// (powers of two per dimension), cached; the hot path is a hash lookup.
     pub fn decide(&self, op: &OpDesc) -> Result<&Device> {
         let b = bucket(op);
-        if let Some(&i) = self
-            .cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&b)
-        {
+        if let Some(&i) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(&b) {
             return Ok(&self.devices[i]);
         }
         let c = self.profile.choose(op, &self.policy)?;

@@ -47,7 +47,14 @@ impl Default for CalibrateOptions {
     /// The thorough set: decode and prefill of real model shapes, every weight dtype.
     fn default() -> Self {
         let mut shapes = Vec::new();
-        for &(n, k) in &[(576, 576), (1536, 576), (2048, 4096), (4096, 4096), (4096, 14336), (14336, 4096)] {
+        for &(n, k) in &[
+            (576, 576),
+            (1536, 576),
+            (2048, 4096),
+            (4096, 4096),
+            (4096, 14336),
+            (14336, 4096),
+        ] {
             for m in [1, 8, 64, 512] {
                 shapes.push((m, n, k));
             }
@@ -64,8 +71,19 @@ impl Default for CalibrateOptions {
                 DType::Q6_K,
             ],
             shapes,
-            software_gpu_dtypes: vec![DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1],
-            software_gpu_shapes: vec![(1, 256, 256), (16, 256, 256), (1, 1024, 1024), (64, 1024, 1024)],
+            software_gpu_dtypes: vec![
+                DType::F32,
+                DType::F16,
+                DType::Q8_0,
+                DType::Q4_0,
+                DType::Q4_1,
+            ],
+            software_gpu_shapes: vec![
+                (1, 256, 256),
+                (16, 256, 256),
+                (1, 1024, 1024),
+                (64, 1024, 1024),
+            ],
             attention: vec![
                 (1, 32, 8, 128, 512),
                 (1, 32, 8, 128, 4096),
@@ -89,7 +107,14 @@ impl CalibrateOptions {
     /// set), a few small ones, tiny shapes on software GPUs.
     pub fn quick() -> Self {
         CalibrateOptions {
-            dtypes: vec![DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1],
+            dtypes: vec![
+                DType::F32,
+                DType::F16,
+                DType::BF16,
+                DType::Q8_0,
+                DType::Q4_0,
+                DType::Q4_1,
+            ],
             shapes: vec![
                 (1, 576, 576),
                 (16, 576, 576),
@@ -98,9 +123,20 @@ impl CalibrateOptions {
                 (1, 4096, 14336),
                 (64, 4096, 14336),
             ],
-            software_gpu_dtypes: vec![DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1],
+            software_gpu_dtypes: vec![
+                DType::F32,
+                DType::F16,
+                DType::BF16,
+                DType::Q8_0,
+                DType::Q4_0,
+                DType::Q4_1,
+            ],
             software_gpu_shapes: vec![(1, 512, 512), (16, 512, 512)],
-            attention: vec![(1, 32, 8, 128, 512), (1, 32, 8, 128, 4096), (64, 32, 8, 128, 512)],
+            attention: vec![
+                (1, 32, 8, 128, 512),
+                (1, 32, 8, 128, 4096),
+                (64, 32, 8, 128, 512),
+            ],
             attention_dtypes: vec![DType::F32, DType::F16],
             linear_attention: vec![(1, 16, 64, 64), (64, 16, 64, 64)],
             min_window: Duration::from_millis(200),
@@ -323,7 +359,9 @@ pub(crate) fn calibrate(rt: &Runtime, opts: &CalibrateOptions) -> Result<Profile
                 if k % dt.block_size() != 0 {
                     continue;
                 }
-                let w = Tensor::from_f32(&values(n * k, 3), &[n, k])?.quantize(dt)?.to(dev)?;
+                let w = Tensor::from_f32(&values(n * k, 3), &[n, k])?
+                    .quantize(dt)?
+                    .to(dev)?;
                 let x = Tensor::from_f32(&values(m * k, 4), &[m, k])?.to(dev)?;
                 let r = measure(dev, &dm, opts, &mut || rt.matmul(&x, &w).map(drop));
                 match r {
@@ -344,13 +382,17 @@ pub(crate) fn calibrate(rt: &Runtime, opts: &CalibrateOptions) -> Result<Profile
                 for &(tq, hq, hkv, d, ctx) in &opts.attention {
                     prog.step(&format!("{id}: attention {kv} tq={tq} ctx={ctx}"));
                     let q = Tensor::from_f32(&values(tq * hq * d, 5), &[tq, hq, d])?;
-                    let k = Tensor::from_f32(&values(ctx * hkv * d, 6), &[ctx, hkv, d])?.quantize(kv)?;
-                    let v = Tensor::from_f32(&values(ctx * hkv * d, 7), &[ctx, hkv, d])?.quantize(kv)?;
+                    let k = Tensor::from_f32(&values(ctx * hkv * d, 6), &[ctx, hkv, d])?
+                        .quantize(kv)?;
+                    let v = Tensor::from_f32(&values(ctx * hkv * d, 7), &[ctx, hkv, d])?
+                        .quantize(kv)?;
                     let p = AttentionParams {
                         q_pos0: ctx.saturating_sub(tq),
                         ..AttentionParams::causal()
                     };
-                    match measure(dev, &dm, opts, &mut || rt.attention(&q, &k, &v, &p).map(drop)) {
+                    match measure(dev, &dm, opts, &mut || {
+                        rt.attention(&q, &k, &v, &p).map(drop)
+                    }) {
                         Ok((s, j, src)) => ops.push(OpPoint {
                             op: OpDesc::attention(tq, hq, hkv, d, ctx, kv, 0),
                             seconds: s,

@@ -139,7 +139,12 @@ impl OpDesc {
         match *self {
             OpDesc::Matmul { m, n, k, .. } => 2.0 * m as f64 * n as f64 * k as f64,
             OpDesc::Attention {
-                tq, hq, d, ctx, window, ..
+                tq,
+                hq,
+                d,
+                ctx,
+                window,
+                ..
             } => 4.0 * tq as f64 * hq as f64 * visible(ctx, window) as f64 * d as f64,
             OpDesc::LinearAttention { t, h, dk, dv, .. } => {
                 4.0 * t as f64 * h as f64 * dk as f64 * dv as f64
@@ -249,7 +254,10 @@ impl fmt::Display for OpDesc {
                 kv_dtype,
                 window,
             } => {
-                write!(f, "attention {kv_dtype} tq={tq} h={hq}/{hkv} d={d} ctx={ctx}")?;
+                write!(
+                    f,
+                    "attention {kv_dtype} tq={tq} h={hq}/{hkv} d={d} ctx={ctx}"
+                )?;
                 if *window > 0 {
                     write!(f, " w={window}")?;
                 }

@@ -314,7 +314,11 @@ impl Chain<'_> {
 
     /// Runs the DP; returns the chosen device per op and the plan's (t, e) for the final label
     /// that `pick` selects among the final labels (the return transfer added).
-    fn solve(&self, how: Prune, pick: &dyn Fn(&[Label]) -> Option<usize>) -> Option<(Vec<usize>, f64, f64)> {
+    fn solve(
+        &self,
+        how: Prune,
+        pick: &dyn Fn(&[Label]) -> Option<usize>,
+    ) -> Option<(Vec<usize>, f64, f64)> {
         let nd = self.tr.len();
         let mut layers: Vec<Vec<Vec<Label>>> = Vec::with_capacity(self.ops.len());
         for i in 0..self.ops.len() {
@@ -382,7 +386,13 @@ impl Chain<'_> {
             e += me + ce;
             at = d;
         }
-        let (mt, me) = move_cost(&self.tr, self.host, at, self.host, self.ops.last()?.out_bytes());
+        let (mt, me) = move_cost(
+            &self.tr,
+            self.host,
+            at,
+            self.host,
+            self.ops.last()?.out_bytes(),
+        );
         Some((t + mt, e + me))
     }
 }
@@ -402,8 +412,12 @@ fn optimum(c: &Chain<'_>, policy: &Policy) -> Option<(Vec<usize>, f64, f64, bool
     let min_e = |f: &[Label]| argmin(f, |l| (l.e, l.t));
     let min_t = |f: &[Label]| argmin(f, |l| (l.t, l.e));
     match policy {
-        Policy::MinEnergy => c.solve(Prune::Scalar(0.0, 1.0), &min_e).map(|(d, t, e)| (d, t, e, true)),
-        Policy::MinLatency => c.solve(Prune::Scalar(1.0, 0.0), &min_t).map(|(d, t, e)| (d, t, e, true)),
+        Policy::MinEnergy => c
+            .solve(Prune::Scalar(0.0, 1.0), &min_e)
+            .map(|(d, t, e)| (d, t, e, true)),
+        Policy::MinLatency => c
+            .solve(Prune::Scalar(1.0, 0.0), &min_t)
+            .map(|(d, t, e)| (d, t, e, true)),
         Policy::EnergyDelay => c
             .solve(Prune::Pareto(0.0), &|f| argmin(f, |l| (l.t * l.e, l.t)))
             .map(|(d, t, e)| (d, t, e, true)),
@@ -412,7 +426,13 @@ fn optimum(c: &Chain<'_>, policy: &Policy) -> Option<(Vec<usize>, f64, f64, bool
             let fits = |l: &Label| l.t <= b * (1.0 + SLACK);
             let r = c.solve(Prune::Pareto(0.0), &|f| {
                 if f.iter().any(fits) {
-                    argmin(f, |l| if fits(l) { (l.e, l.t) } else { (f64::INFINITY, l.t) })
+                    argmin(f, |l| {
+                        if fits(l) {
+                            (l.e, l.t)
+                        } else {
+                            (f64::INFINITY, l.t)
+                        }
+                    })
                 } else {
                     min_t(f)
                 }
@@ -424,8 +444,14 @@ fn optimum(c: &Chain<'_>, policy: &Policy) -> Option<(Vec<usize>, f64, f64, bool
             let w = *w;
             let fits = |l: &Label| l.e - w * l.t <= SLACK * l.e.abs().max(w * l.t);
             let r = c.solve(Prune::Pareto(-w), &|f| {
-                argmin(f, |l| if fits(l) { (l.t, l.e) } else { (f64::INFINITY, 0.0) })
-                    .filter(|&i| fits(&f[i]))
+                argmin(f, |l| {
+                    if fits(l) {
+                        (l.t, l.e)
+                    } else {
+                        (f64::INFINITY, 0.0)
+                    }
+                })
+                .filter(|&i| fits(&f[i]))
             });
             if let Some((d, t, e)) = r {
                 return Some((d, t, e, true));
@@ -498,7 +524,9 @@ impl Profile {
         };
         let (devs, t, e, met) = loop {
             let Some(r) = optimum(&chain, policy) else {
-                return Err(Error::Profile("no placement of the chain fits the devices' memory".into()));
+                return Err(Error::Profile(
+                    "no placement of the chain fits the devices' memory".into(),
+                ));
             };
             // Memory: the weights each device holds.
             let mut over = None;
@@ -521,19 +549,17 @@ impl Profile {
                 Policy::EnergyDelay => c.0 * c.1,
                 _ => c.0,
             };
-            let victim = (0..ops.len())
-                .filter(|&i| r.0[i] == d)
-                .min_by(|&a, &b| {
-                    let benefit = |i: usize| {
-                        let here = chain.cost[i][d].map(scalar).unwrap_or(0.0);
-                        let alt = (0..nd)
-                            .filter(|&x| x != d)
-                            .filter_map(|x| chain.cost[i][x].map(scalar))
-                            .fold(f64::INFINITY, f64::min);
-                        (alt - here) / ops[i].weight_bytes().max(1) as f64
-                    };
-                    benefit(a).total_cmp(&benefit(b))
-                });
+            let victim = (0..ops.len()).filter(|&i| r.0[i] == d).min_by(|&a, &b| {
+                let benefit = |i: usize| {
+                    let here = chain.cost[i][d].map(scalar).unwrap_or(0.0);
+                    let alt = (0..nd)
+                        .filter(|&x| x != d)
+                        .filter_map(|x| chain.cost[i][x].map(scalar))
+                        .fold(f64::INFINITY, f64::min);
+                    (alt - here) / ops[i].weight_bytes().max(1) as f64
+                };
+                benefit(a).total_cmp(&benefit(b))
+            });
             let Some(v) = victim else { break r };
             chain.cost[v][d] = None;
             notes.push(format!(
@@ -553,7 +579,9 @@ impl Profile {
                     "no plan meets the {:.3} ms budget: this is the fastest",
                     b.as_secs_f64() * 1e3
                 ),
-                Policy::PowerCap(w) => format!("no plan stays under {w} W: this is the lowest-power plan"),
+                Policy::PowerCap(w) => {
+                    format!("no plan stays under {w} W: this is the lowest-power plan")
+                }
                 _ => String::new(),
             });
         }
@@ -572,7 +600,9 @@ impl Profile {
                 })
                 .min_by(|a, b| match policy {
                     Policy::MinEnergy | Policy::LatencyBudget(_) => a.2.total_cmp(&b.2),
-                    Policy::EnergyDelay => ((t + a.1) * (e + a.2)).total_cmp(&((t + b.1) * (e + b.2))),
+                    Policy::EnergyDelay => {
+                        ((t + a.1) * (e + a.2)).total_cmp(&((t + b.1) * (e + b.2)))
+                    }
                     _ => a.1.total_cmp(&b.1),
                 })
                 .map(|(x, dt, de)| (self.devices[x].id.clone(), dt, de));

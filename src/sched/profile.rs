@@ -135,7 +135,9 @@ impl Profile {
         let obj = v.as_object().ok_or_else(|| bad("not a JSON object"))?;
         let version = obj
             .get("wattle_profile")
-            .ok_or_else(|| bad("missing `wattle_profile` (the format version): not a wattle profile"))?
+            .ok_or_else(|| {
+                bad("missing `wattle_profile` (the format version): not a wattle profile")
+            })?
             .as_u64()
             .ok_or_else(|| bad("`wattle_profile` must be an integer version"))?;
         if version != PROFILE_VERSION {
@@ -358,7 +360,9 @@ fn parse_device(v: &Value) -> std::result::Result<DeviceProfile, String> {
         if kind != ProfileKind::Cpu && transfer.bytes_per_s <= 0.0 {
             return Err("transfer: `bytes_per_s` must be positive".into());
         }
-        let ops_v = field(o, "ops")?.as_array().ok_or("`ops` must be an array")?;
+        let ops_v = field(o, "ops")?
+            .as_array()
+            .ok_or("`ops` must be an array")?;
         let mut ops = Vec::with_capacity(ops_v.len());
         for (i, p) in ops_v.iter().enumerate() {
             ops.push(parse_point(p).map_err(|e| format!("ops[{i}]: {e}"))?);

@@ -42,7 +42,12 @@ impl Runtime {
                 let stale: Vec<&str> = p
                     .devices
                     .iter()
-                    .filter(|d| !self.devices().iter().any(|r| fingerprint(r) == d.fingerprint))
+                    .filter(|d| {
+                        !self
+                            .devices()
+                            .iter()
+                            .any(|r| fingerprint(r) == d.fingerprint)
+                    })
                     .map(|d| d.id.as_str())
                     .collect();
                 if stale.is_empty() {
