@@ -630,6 +630,47 @@ impl Profile {
         })
     }
 
+    /// Seconds, joules and weakest source of running the chain with op `i` on device
+    /// `devices[i]` (profile ids), transfers included — e.g. everything on one device.
+    pub fn cost_of(&self, ops: &[OpDesc], devices: &[&str]) -> Result<(f64, f64, Source)> {
+        let host = self.host()?;
+        if ops.len() != devices.len() || ops.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} ops but {} devices",
+                ops.len(),
+                devices.len()
+            )));
+        }
+        let mut idx = Vec::with_capacity(ops.len());
+        let mut cost = Vec::with_capacity(ops.len());
+        let mut src = Source::Measured;
+        for (op, id) in ops.iter().zip(devices) {
+            let d = self
+                .devices
+                .iter()
+                .position(|d| d.id == *id)
+                .ok_or_else(|| Error::Profile(format!("no device `{id}` in the profile")))?;
+            let p = self.devices[d].predict(op).ok_or_else(|| {
+                Error::Profile(format!("{id} has no {} {} point for {op}", op.op_name(), op.dtype_key()))
+            })?;
+            src = src.min(p.source);
+            let mut row = vec![None; self.devices.len()];
+            row[d] = Some((p.seconds, p.joules, p.source));
+            cost.push(row);
+            idx.push(d);
+        }
+        let chain = Chain {
+            ops,
+            cost,
+            tr: self.devices.iter().map(|d| d.transfer).collect(),
+            host,
+        };
+        let (t, e) = chain
+            .eval(&idx)
+            .ok_or_else(|| Error::Profile("internal: unpredictable op".into()))?;
+        Ok((t, e, src))
+    }
+
     /// The best device for one op: the plan of a one-op chain.
     pub fn choose(&self, op: &OpDesc, policy: &Policy) -> Result<Choice> {
         let plan = self.plan(std::slice::from_ref(op), policy)?;

@@ -1,0 +1,243 @@
+//! `wattle plan --profile P.json [--model FILE.gguf] --policy …`: place a chain of ops with a
+//! profile. With a GGUF model, plans one decode token and a 512-token prefill of the model's real
+//! layer shapes and prints per-layer placement, tokens/s and J/token per device and for the plan.
+
+use clap::Args;
+use std::path::PathBuf;
+use wattle::gguf::GgufFile;
+use wattle::sched::{OpDesc, Plan, Policy, Profile};
+use wattle::DType;
+
+/// Arguments of `wattle plan`.
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// The profile (from `wattle calibrate`, or another machine's).
+    #[arg(long, value_name = "P.json")]
+    profile: PathBuf,
+    /// A GGUF model whose layer shapes to plan.
+    #[arg(long, value_name = "FILE.gguf")]
+    model: Option<PathBuf>,
+    /// min-energy, min-latency, edp, budget=20ms or cap=15W.
+    #[arg(long, default_value = "min-energy")]
+    policy: String,
+    /// Context length the decode token attends over.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    ctx: usize,
+    /// Prefill tokens.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    prefill: usize,
+    /// Print every op (explain) instead of one line per layer.
+    #[arg(long)]
+    explain: bool,
+}
+
+/// One layer of a model: (label, weight dtype, n, k) per projection, and attention heads.
+struct Model {
+    name: String,
+    layers: Vec<Vec<(String, DType, usize, usize)>>,
+    hq: usize,
+    hkv: usize,
+    head_dim: usize,
+    head: Option<(DType, usize, usize)>,
+}
+
+fn read_model(path: &PathBuf) -> Result<Model, String> {
+    let f = GgufFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let s = |k: &str| f.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let u = |k: &str| f.get(k).and_then(|v| v.as_u64()).map(|v| v as usize);
+    let arch = s("general.architecture").ok_or("no general.architecture")?;
+    let blocks = u(&format!("{arch}.block_count")).ok_or("no block_count")?;
+    let hq = u(&format!("{arch}.attention.head_count")).ok_or("no head_count")?;
+    let hkv = u(&format!("{arch}.attention.head_count_kv")).unwrap_or(hq);
+    let emb = u(&format!("{arch}.embedding_length")).ok_or("no embedding_length")?;
+    let names = [
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+    ];
+    let mut layers = Vec::new();
+    for b in 0..blocks {
+        let mut l = Vec::new();
+        for n in names {
+            let Some(t) = f.tensor_info(&format!("blk.{b}.{n}.weight")) else {
+                continue;
+            };
+            let (Some(dt), &[rows, cols]) = (t.dtype, &t.shape[..]) else {
+                continue;
+            };
+            l.push((n.to_string(), dt, rows, cols));
+        }
+        layers.push(l);
+    }
+    let head = f
+        .tensor_info("output.weight")
+        .or_else(|| f.tensor_info("token_embd.weight"))
+        .and_then(|t| match (t.dtype, &t.shape[..]) {
+            (Some(d), &[n, k]) => Some((d, n, k)),
+            _ => None,
+        });
+    Ok(Model {
+        name: s("general.name").unwrap_or(arch),
+        layers,
+        hq,
+        hkv,
+        head_dim: emb / hq.max(1),
+        head,
+    })
+}
+
+/// The chain of a forward pass over `m` tokens at context `ctx`, with the layer of each op.
+fn chain(model: &Model, m: usize, ctx: usize) -> Vec<(usize, OpDesc)> {
+    let mut ops = Vec::new();
+    for (i, l) in model.layers.iter().enumerate() {
+        for (name, dt, n, k) in l {
+            ops.push((i, OpDesc::matmul(m, *n, *k, *dt)));
+            if name == "attn_v" {
+                ops.push((
+                    i,
+                    OpDesc::attention(m, model.hq, model.hkv, model.head_dim, ctx, DType::F16, 0),
+                ));
+            }
+        }
+    }
+    if let Some((dt, n, k)) = model.head {
+        ops.push((model.layers.len(), OpDesc::matmul(1, n, k, dt)));
+    }
+    ops
+}
+
+fn print_plan(
+    p: &Profile,
+    label: &str,
+    ops: &[(usize, OpDesc)],
+    tokens: usize,
+    plan: &Plan,
+    layers: usize,
+    explain: bool,
+) {
+    println!("\n== {label} ({} ops) ==", ops.len());
+    if explain {
+        print!("{}", plan.explain());
+    } else {
+        for l in 0..=layers {
+            let devs: Vec<&str> = ops
+                .iter()
+                .zip(plan.placements())
+                .filter(|((li, _), _)| *li == l)
+                .map(|(_, pl)| pl.device.as_str())
+                .collect();
+            if devs.is_empty() {
+                continue;
+            }
+            let (s, j): (f64, f64) = ops
+                .iter()
+                .zip(plan.placements())
+                .filter(|((li, _), _)| *li == l)
+                .fold((0.0, 0.0), |a, (_, pl)| {
+                    (
+                        a.0 + pl.seconds + pl.transfer_seconds,
+                        a.1 + pl.joules + pl.transfer_joules,
+                    )
+                });
+            let name = if l == layers {
+                "head".to_string()
+            } else {
+                format!("layer {l:>2}")
+            };
+            println!(
+                "  {name}: {}  {:.3} ms {:.3} mJ",
+                devs.join(" "),
+                s * 1e3,
+                j * 1e3
+            );
+        }
+    }
+    let descs: Vec<OpDesc> = ops.iter().map(|(_, o)| o.clone()).collect();
+    println!("  per device (everything on it):");
+    for d in &p.devices {
+        let ids = vec![d.id.as_str(); descs.len()];
+        match p.cost_of(&descs, &ids) {
+            Ok((t, e, src)) => println!(
+                "    {:<6} {:>10.2} tok/s {:>10.4} J/token  ({})",
+                d.id,
+                tokens as f64 / t,
+                e / tokens as f64,
+                src.name()
+            ),
+            Err(_) => println!(
+                "    {:<6} cannot run every op (no points for some op or dtype)",
+                d.id
+            ),
+        }
+    }
+    println!(
+        "  plan ({:?}): {:>10.2} tok/s {:>10.4} J/token, {:.2} W{}  ({})",
+        plan.policy(),
+        tokens as f64 / plan.seconds(),
+        plan.joules() / tokens as f64,
+        plan.watts(),
+        if plan.budget_met() {
+            ""
+        } else {
+            ", budget NOT met"
+        },
+        plan.source().name()
+    );
+    for n in plan.notes() {
+        println!("  note: {n}");
+    }
+}
+
+pub fn run(a: PlanArgs) -> Result<(), String> {
+    let p = Profile::load(&a.profile).map_err(|e| e.to_string())?;
+    let policy: Policy = a.policy.parse().map_err(|e: wattle::Error| e.to_string())?;
+    let Some(path) = &a.model else {
+        // No model: one decode layer of a Llama-3-8B-like shape in q4_0.
+        let ops = [
+            OpDesc::matmul(1, 4096, 4096, DType::Q4_0),
+            OpDesc::attention(1, 32, 8, 128, a.ctx, DType::F16, 0),
+            OpDesc::matmul(1, 4096, 4096, DType::Q4_0),
+            OpDesc::matmul(1, 14336, 4096, DType::Q4_0),
+            OpDesc::matmul(1, 4096, 14336, DType::Q4_0),
+        ];
+        let plan = p.plan(&ops, &policy).map_err(|e| e.to_string())?;
+        print!("{}", plan.explain());
+        return Ok(());
+    };
+    let model = read_model(path)?;
+    println!(
+        "{}: {} layers, {} query / {} KV heads of dim {}; policy {:?}",
+        model.name,
+        model.layers.len(),
+        model.hq,
+        model.hkv,
+        model.head_dim,
+        policy
+    );
+    for (label, m, tokens) in [
+        (format!("decode: 1 token at context {}", a.ctx), 1, 1),
+        (
+            format!("prefill: {} tokens", a.prefill),
+            a.prefill,
+            a.prefill,
+        ),
+    ] {
+        let ops = chain(&model, m, if m == 1 { a.ctx } else { a.prefill });
+        let descs: Vec<OpDesc> = ops.iter().map(|(_, o)| o.clone()).collect();
+        let plan = p.plan(&descs, &policy).map_err(|e| e.to_string())?;
+        print_plan(
+            &p,
+            &label,
+            &ops,
+            tokens,
+            &plan,
+            model.layers.len(),
+            a.explain,
+        );
+    }
+    Ok(())
+}
