@@ -92,7 +92,7 @@ impl Runtime {
             };
             for &w in &opts.dtypes {
                 for &shape in &opts.shapes {
-                    if shape.2 % w.block_size() != 0 || shape.0 * shape.1 * shape.2 == 0 {
+                    if !shape.2.is_multiple_of(w.block_size()) || shape.0 * shape.1 * shape.2 == 0 {
                         continue;
                     }
                     let e = g.tune_point(&dev, shape, w, opts.reps)?;

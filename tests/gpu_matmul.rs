@@ -113,12 +113,18 @@ const QSHAPES: [(usize, usize, usize); 6] = [
     (17, 65, 1),
 ];
 
-/// The activations as the int8 path sees them: rows quantized to Q8_0 blocks by the CPU
-/// reference quantizer (the rule the GPU pass implements), dequantized.
-fn int8_activations(x: &Tensor, m: usize, k: usize) -> Vec<f64> {
+/// The activations as the int8 path for weights `w` sees them: rows quantized by the CPU
+/// reference quantizer to Q8_0, or Q8_K for K-quants (the rules the GPU pass implements),
+/// dequantized.
+fn int8_activations(x: &Tensor, w: DType, m: usize, k: usize) -> Vec<f64> {
+    let act = if w.block_size() == 256 {
+        DType::Q8_K
+    } else {
+        DType::Q8_0
+    };
     Tensor::from_f32(&x.to_f32_vec().unwrap(), &[m, k])
         .unwrap()
-        .quantize(DType::Q8_0)
+        .quantize(act)
         .unwrap()
         .to_f32_vec()
         .unwrap()
@@ -129,7 +135,7 @@ fn int8_activations(x: &Tensor, m: usize, k: usize) -> Vec<f64> {
 
 /// A quantized-weight variant on the QSHAPES. The reference is f64 arithmetic on the
 /// dequantized weights and on the activations the kernel reads: x as held (F32 or F16), or for
-/// int8 variants x quantized to Q8_0 blocks; SPEC §4's NMSE ≤ 5e-4.
+/// int8 variants x quantized to Q8_0 (Q8_K for K-quants) blocks; SPEC §4's NMSE ≤ 5e-4.
 fn check_quant_variant(dev: &Device, v: &MatmulVariant, shapes: &[(usize, usize, usize)]) {
     let b = v.w.block_size();
     for (si, &(m, n, kb)) in shapes.iter().enumerate() {
@@ -137,7 +143,7 @@ fn check_quant_variant(dev: &Device, v: &MatmulVariant, shapes: &[(usize, usize,
         let (x, mut xv) = host(v.x, &[m, k], 1 + si as u64);
         let (w, wv) = host(v.w, &[n, k], 100 + si as u64);
         if v.int8 {
-            xv = int8_activations(&x, m, k);
+            xv = int8_activations(&x, v.w, m, k);
         }
         let (xg, wg) = (x.to(dev).unwrap(), w.to(dev).unwrap());
         let y = gpu_matmul_variant(&xg, &wg, v).unwrap();
@@ -335,7 +341,7 @@ fn weights_split_across_bindings() {
                 let (x, mut xv) = host(v.x, &[m, k], 21);
                 let (w, wv) = host(v.w, &[n, k], 22);
                 if v.int8 {
-                    xv = int8_activations(&x, m, k);
+                    xv = int8_activations(&x, v.w, m, k);
                 }
                 let (xg, wg) = (x.to(&dev).unwrap(), w.to(&dev).unwrap());
                 assert!(gpu_chunk_count(&wg).unwrap() > 1);

@@ -43,7 +43,8 @@ pub struct MatmulVariant {
     /// Native f16 products (SHADER_F16); only for F16 weights and F16 activations.
     pub f16_math: bool,
     /// Activations quantized to int8 blocks of 32 on the GPU and integer dot products
-    /// (`dot4I8Packed`); quantized weights and the matvec kernel only.
+    /// (`dot4I8Packed`), by the CPU's rule for the weight format (Q8_0, or Q8_K for K-quants);
+    /// quantized weights and the matvec kernel only.
     pub int8: bool,
 }
 
@@ -257,17 +258,22 @@ impl MatmulVariant {
     }
 }
 
-/// The pipeline-cache key of the int8 activation pass for x of dtype `x`.
-pub(crate) fn quantize_key(x: DType) -> PipelineKey {
-    let (name, define) = match x {
-        DType::F16 => ("quantize_x_f16", "X_F16"),
-        _ => ("quantize_x_f32", "X_F32"),
+/// The pipeline-cache key of the int8 activation pass for x of dtype `x`, in the activation
+/// format the CPU pairs with weights `w` (Q8_K for K-quants, else Q8_0).
+pub(crate) fn quantize_key(x: DType, w: DType) -> PipelineKey {
+    let k = matches!(w, DType::Q4_K | DType::Q6_K);
+    let (name, mut defines) = match x {
+        DType::F16 => ("quantize_x_f16", vec!["X_F16"]),
+        _ => ("quantize_x_f32", vec!["X_F32"]),
     };
+    if k {
+        defines.push("XQ_K");
+    }
     PipelineKey::new(
         "quantize",
         "quantize_x",
-        name.into(),
-        vec![define],
+        format!("{name}{}", if k { "_q8_k" } else { "_q8_0" }),
+        defines,
         vec![("WG", 64)],
     )
 }
@@ -553,8 +559,21 @@ impl GpuBackend {
                 };
                 let mut jobs = Vec::new();
                 if let Some(q) = &xq {
-                    let p = self.pipelines.get(&self.ctx.device, &quantize_key(v.x))?;
-                    self.quantize_jobs(&p, xb, q, m, k, &mut jobs)?;
+                    let p = self
+                        .pipelines
+                        .get(&self.ctx.device, &quantize_key(v.x, v.w))?;
+                    self.quantize_jobs(
+                        &p,
+                        xb,
+                        q,
+                        k,
+                        if matches!(v.w, DType::Q4_K | DType::Q6_K) {
+                            256
+                        } else {
+                            32
+                        },
+                        &mut jobs,
+                    )?;
                 }
                 let xin = xq.as_ref().unwrap_or(xb);
                 self.matmul_jobs(&launch, v, xin, wb, &y, n, k, &mut jobs);
@@ -576,19 +595,19 @@ impl GpuBackend {
         pipeline: &Arc<Pipeline>,
         xb: &'a GpuBuffer,
         q: &'a GpuBuffer,
-        m: usize,
         k: usize,
+        block: usize,
         jobs: &mut Vec<Job<'a>>,
     ) -> Result<()> {
         let max_groups = self.ctx.limits.max_compute_workgroups_per_dimension.max(1);
         for xc in &xb.chunks {
             for qc in &q.chunks {
                 let lo = xc.row0.max(qc.row0);
-                let hi = (xc.row0 + xc.rows).min(qc.row0 + qc.rows).min(m);
+                let hi = (xc.row0 + xc.rows).min(qc.row0 + qc.rows);
                 if lo >= hi {
                     continue;
                 }
-                let blocks = u32_of("activation blocks", (hi - lo) * (k / 32))?;
+                let blocks = u32_of("activation blocks", (hi - lo) * (k / block))?;
                 let groups = blocks.div_ceil(64);
                 let gx = groups.min(max_groups);
                 let params = QParams {

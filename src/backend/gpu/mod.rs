@@ -304,8 +304,10 @@ pub fn shader_sources() -> Vec<(String, String)> {
         .iter()
         .map(|v| v.key())
         .chain([
-            matmul::quantize_key(DType::F32),
-            matmul::quantize_key(DType::F16),
+            matmul::quantize_key(DType::F32, DType::Q8_0),
+            matmul::quantize_key(DType::F16, DType::Q8_0),
+            matmul::quantize_key(DType::F32, DType::Q4_K),
+            matmul::quantize_key(DType::F16, DType::Q4_K),
         ])
         .chain(probe::keys())
     {

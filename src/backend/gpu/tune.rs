@@ -312,7 +312,7 @@ impl GpuBackend {
         reps: usize,
     ) -> Result<TuneEntry> {
         let (m, n, k) = shape;
-        if k % w.block_size() != 0 {
+        if !k.is_multiple_of(w.block_size()) {
             return Err(Error::BadBlockAlignment {
                 dtype: w,
                 len: k,
