@@ -103,8 +103,8 @@ impl Default for CalibrateOptions {
 }
 
 impl CalibrateOptions {
-    /// A small set, under a minute a device: the shapes of `wattle bench` (decode, and the quick
-    /// set), a few small ones, tiny shapes on software GPUs.
+    /// A small set, under a minute a device: the shapes of `wattle bench` (decode and prefill of
+    /// the standard weight, and the quick set), a few small ones, tiny shapes on software GPUs.
     pub fn quick() -> Self {
         CalibrateOptions {
             dtypes: vec![
@@ -118,10 +118,12 @@ impl CalibrateOptions {
             shapes: vec![
                 (1, 576, 576),
                 (16, 576, 576),
+                (512, 576, 576),
                 (1, 2048, 4096),
                 (16, 2048, 4096),
                 (1, 4096, 14336),
                 (64, 4096, 14336),
+                (512, 4096, 14336),
             ],
             software_gpu_dtypes: vec![
                 DType::F32,

@@ -2,9 +2,13 @@
 //! against peers (SPEC §10).
 
 mod bench;
+mod calibrate;
+mod compare;
 mod devices;
+mod meters;
 mod gguf_cmd;
 mod peer;
+mod plan;
 mod report;
 mod stats;
 mod sysinfo;
@@ -45,6 +49,14 @@ enum Cmd {
     Bench(Box<BenchArgs>),
     /// Autotune the GPU matmul kernels and record the fastest in the tuning cache.
     Tune(tune::TuneArgs),
+    /// List every energy meter (measured or modelled), whether it is readable and why not.
+    Meters(meters::MetersArgs),
+    /// Measure this machine's profile: time and energy per device, op, dtype and shape.
+    Calibrate(calibrate::CalibrateArgs),
+    /// Place a chain of ops (or a GGUF model's layers) with a profile under a policy.
+    Plan(plan::PlanArgs),
+    /// Compare profiles of different machines side by side (optionally an SVG roofline).
+    Compare(compare::CompareArgs),
     /// Quantize every 2-D float weight of a GGUF file (others copied; metadata kept).
     Quantize {
         /// Input GGUF file (never overwritten).
@@ -130,6 +142,10 @@ fn main() -> ExitCode {
         Cmd::Devices { json, devices } => devices::run(&devices, json),
         Cmd::Bench(args) => run_bench(*args),
         Cmd::Tune(args) => tune::run(args),
+        Cmd::Meters(args) => meters::run(args),
+        Cmd::Calibrate(args) => calibrate::run(args),
+        Cmd::Plan(args) => plan::run(args),
+        Cmd::Compare(args) => compare::run(args),
         Cmd::Quantize {
             input,
             output,
