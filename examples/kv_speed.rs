@@ -12,7 +12,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), wattle::Error> {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let ctx = args.first().copied().unwrap_or(32768);
     let reps = args.get(1).copied().unwrap_or(30);
     let (h_q, h_kv, d) = (32, 8, 128);
@@ -38,8 +41,8 @@ fn main() -> Result<(), wattle::Error> {
         q_pos0: ctx - 1,
         ..AttentionParams::causal()
     };
-    let time = |f: &mut dyn FnMut()| {
-        for _ in 0..3 {
+    let time = |f: &mut dyn FnMut(), reps: usize| {
+        for _ in 0..3.min(reps) {
             f();
         }
         median(
@@ -58,9 +61,17 @@ fn main() -> Result<(), wattle::Error> {
     let kt = Tensor::from_f16(&kh, &[ctx, h_kv, d])?;
     let vt = Tensor::from_f16(&vh, &[ctx, h_kv, d])?;
     drop((kh, vh));
-    let plain = time(&mut || {
-        rt.attention(&q, &kt, &vt, &p).unwrap();
-    });
+    // Skipped with KV_SPEED_NO_PLAIN=1 (the plain path is slow to time).
+    let plain = if std::env::var_os("KV_SPEED_NO_PLAIN").is_some() {
+        f64::NAN
+    } else {
+        time(
+            &mut || {
+                rt.attention(&q, &kt, &vt, &p).unwrap();
+            },
+            reps.min(5),
+        )
+    };
     drop((kt, vt));
     let kt = Tensor::from_f32(&k, &[ctx, h_kv, d])?;
     let vt = Tensor::from_f32(&v, &[ctx, h_kv, d])?;
@@ -74,9 +85,29 @@ fn main() -> Result<(), wattle::Error> {
         ("f16", KvFormat::F16),
         ("q8_0", KvFormat::Q8_0),
         ("q4_0", KvFormat::Q4_0),
-        ("kivi4", KvFormat::Kivi { bits: 4, group: 32, residual: 128 }),
-        ("kivi2", KvFormat::Kivi { bits: 2, group: 32, residual: 128 }),
+        (
+            "kivi4",
+            KvFormat::Kivi {
+                bits: 4,
+                group: 32,
+                residual: 128,
+            },
+        ),
+        (
+            "kivi2",
+            KvFormat::Kivi {
+                bits: 2,
+                group: 32,
+                residual: 128,
+            },
+        ),
     ] {
+        // KV_SPEED_ONLY=name times one format (plus f16 for the ratio).
+        if let Ok(only) = std::env::var("KV_SPEED_ONLY") {
+            if name != only && name != "f16" {
+                continue;
+            }
+        }
         let cfg = KvCacheConfig {
             kv_heads: h_kv,
             head_dim: d,
@@ -88,9 +119,12 @@ fn main() -> Result<(), wattle::Error> {
         let t0 = Instant::now();
         c.append(0, &kt, &vt)?;
         let append = t0.elapsed().as_secs_f64() * 1e9 / ctx as f64;
-        let us = time(&mut || {
-            c.attend(0, &q, &p).unwrap();
-        });
+        let us = time(
+            &mut || {
+                c.attend(0, &q, &p).unwrap();
+            },
+            reps,
+        );
         if name == "f16" {
             f16_us = us;
         }

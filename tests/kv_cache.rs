@@ -105,7 +105,14 @@ fn positions(c: &KvCache, layer: usize, h: usize) -> Vec<Vec<u32>> {
 }
 
 /// Appends `ts` tokens in ragged chunks; returns all appended K and V `[t, h, d]`.
-fn fill(c: &mut KvCache, layer: usize, rng: &mut Rng, h: usize, d: usize, chunks: &[usize]) -> (Vec<f32>, Vec<f32>) {
+fn fill(
+    c: &mut KvCache,
+    layer: usize,
+    rng: &mut Rng,
+    h: usize,
+    d: usize,
+    chunks: &[usize],
+) -> (Vec<f32>, Vec<f32>) {
     let (mut ka, mut va) = (Vec::new(), Vec::new());
     for &t in chunks {
         let k = rng.vec(t * h * d);
@@ -199,11 +206,18 @@ fn check_bounds(format: KvFormat, orig: &[f32], deq: &[f32], n: usize, d: usize,
                 } * (1.0 + fudge)
                     + 1e-7;
                 for (x, y) in xb.iter().zip(yb) {
-                    assert!((x - y).abs() <= bound, "{format:?}: {x} vs {y}, bound {bound}");
+                    assert!(
+                        (x - y).abs() <= bound,
+                        "{format:?}: {x} vs {y}, bound {bound}"
+                    );
                 }
             }
         }
-        KvFormat::Kivi { bits, group, residual } => {
+        KvFormat::Kivi {
+            bits,
+            group,
+            residual,
+        } => {
             let levels = ((1u32 << bits) - 1) as f32;
             // Quantized tokens: the oldest whole groups leaving at least `residual` f16 tokens.
             let nq = n.saturating_sub(residual) / group * group;
@@ -230,7 +244,10 @@ fn check_bounds(format: KvFormat, orig: &[f32], deq: &[f32], n: usize, d: usize,
                         let c0 = c / group * group;
                         bound(&orig[t * d + c0..t * d + c0 + group])
                     };
-                    assert!((x - y).abs() <= b, "{format:?} keys={keys} t={t} c={c}: {x} vs {y}, bound {b}");
+                    assert!(
+                        (x - y).abs() <= b,
+                        "{format:?} keys={keys} t={t} c={c}: {x} vs {y}, bound {b}"
+                    );
                 }
             }
         }
@@ -294,7 +311,11 @@ fn kivi4_beats_q4_0_on_keys_with_outlier_channels() {
         let mut c = cache(&rt, h, d, format, Eviction::None);
         c.append(0, &t3(&k, n, h, d), &t3(&k, n, h, d)).unwrap();
         let kd = c.dequantize(0).unwrap().0.to_f32_vec().unwrap();
-        k.iter().zip(&kd).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / k.len() as f64
+        k.iter()
+            .zip(&kd)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            / k.len() as f64
     };
     let kivi = mse(KvFormat::Kivi {
         bits: 4,
@@ -309,7 +330,14 @@ fn kivi4_beats_q4_0_on_keys_with_outlier_channels() {
 fn window_eviction_keeps_sinks_and_window_exactly() {
     let rt = Runtime::new().unwrap();
     let (h, hq, d) = (2, 4, 32);
-    for format in [KvFormat::F16, KvFormat::Kivi { bits: 2, group: 16, residual: 16 }] {
+    for format in [
+        KvFormat::F16,
+        KvFormat::Kivi {
+            bits: 2,
+            group: 16,
+            residual: 16,
+        },
+    ] {
         let (window, sinks) = (20, 3);
         let mut c = cache(&rt, h, d, format, Eviction::Window { window, sinks });
         let mut rng = Rng::new(1);
@@ -325,7 +353,11 @@ fn window_eviction_keeps_sinks_and_window_exactly() {
             q_pos0: 36,
             ..AttentionParams::causal()
         };
-        let o = c.attend(0, &t3(&q, 5, hq, d), &p).unwrap().to_f32_vec().unwrap();
+        let o = c
+            .attend(0, &t3(&q, 5, hq, d), &p)
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
         let (r, _) = reference(
             &q,
             &kd.to_f32_vec().unwrap(),
@@ -351,7 +383,11 @@ fn window_eviction_keeps_sinks_and_window_exactly() {
             window: Some(5),
             ..AttentionParams::causal()
         };
-        let o = c.attend(0, &t3(&q, 1, hq, d), &p).unwrap().to_f32_vec().unwrap();
+        let o = c
+            .attend(0, &t3(&q, 1, hq, d), &p)
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
         let (kd, vd) = c.dequantize(0).unwrap();
         let (r, _) = reference(
             &q,
@@ -377,7 +413,13 @@ fn heavy_hitter_keeps_heavy_tokens_and_recent_window() {
     let rt = Runtime::new().unwrap();
     let (h, hq, d) = (2, 4, 32);
     let (budget, recent) = (24, 8);
-    let mut c = cache(&rt, h, d, KvFormat::F16, Eviction::HeavyHitter { budget, recent });
+    let mut c = cache(
+        &rt,
+        h,
+        d,
+        KvFormat::F16,
+        Eviction::HeavyHitter { budget, recent },
+    );
     let mut rng = Rng::new(9);
     let dir: Vec<f32> = rng.vec(d);
     let heavy = [2u32, 17, 30, 44];
@@ -403,7 +445,11 @@ fn heavy_hitter_keeps_heavy_tokens_and_recent_window() {
     for step in 0..12 {
         let t = if step == 0 { 20 } else { 3 + step % 4 };
         let k = mk(&mut rng, p0, t);
-        let v: Vec<f32> = rng.vec(t * h * d).iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+        let v: Vec<f32> = rng
+            .vec(t * h * d)
+            .iter()
+            .map(|&x| f16::from_f32(x).to_f32())
+            .collect();
         c.append(0, &t3(&k, t, h, d), &t3(&v, t, h, d)).unwrap();
         for g in 0..h {
             for i in 0..t {
@@ -453,7 +499,11 @@ fn heavy_hitter_keeps_heavy_tokens_and_recent_window() {
                     sim_s[g].remove(i);
                 }
             }
-            assert_eq!(c.positions(0, g).unwrap(), sim_pos[g], "step {step} head {g}");
+            assert_eq!(
+                c.positions(0, g).unwrap(),
+                sim_pos[g],
+                "step {step} head {g}"
+            );
         }
     }
     for g in 0..h {
@@ -474,7 +524,17 @@ fn snapkv_compresses_once_by_pooled_scores() {
     let rt = Runtime::new().unwrap();
     let (h, hq, d) = (2, 4, 32);
     let (budget, observe, pool) = (40, 8, 5);
-    let mut c = cache(&rt, h, d, KvFormat::Q8_0, Eviction::SnapKv { budget, observe, pool });
+    let mut c = cache(
+        &rt,
+        h,
+        d,
+        KvFormat::Q8_0,
+        Eviction::SnapKv {
+            budget,
+            observe,
+            pool,
+        },
+    );
     let mut rng = Rng::new(21);
     let (k, v) = fill(&mut c, 0, &mut rng, h, d, &[150]);
     let _ = (k, v);
@@ -508,13 +568,13 @@ fn snapkv_compresses_once_by_pooled_scores() {
         None,
         tq - observe,
     );
-    for g in 0..h {
+    for (g, probs_g) in probs.iter().enumerate() {
         let n = 150;
         let old = n - observe;
         let pooled: Vec<f64> = (0..old)
             .map(|j| {
                 (j.saturating_sub(pool / 2)..(j + pool / 2 + 1).min(old))
-                    .map(|u| probs[g][u])
+                    .map(|u| probs_g[u])
                     .fold(f64::NEG_INFINITY, f64::max)
             })
             .collect();
@@ -550,23 +610,43 @@ fn truncate_rolls_back_like_never_appended() {
         // Speculative tokens, rejected. (Few enough that KIVI's f16 residual does not flush a
         // group of accepted tokens: quantization is not undone by a rollback.)
         let junk = rng.vec(5 * h * d);
-        a.append(0, &t3(&junk, 5, h, d), &t3(&junk, 5, h, d)).unwrap();
+        a.append(0, &t3(&junk, 5, h, d), &t3(&junk, 5, h, d))
+            .unwrap();
         a.truncate(0, 90).unwrap();
         assert_eq!(a.next_position(0).unwrap(), 90);
         assert_eq!(a.positions(0, 1).unwrap(), (0..90).collect::<Vec<u32>>());
-        b.append(0, &t3(&k[..60 * h * d], 60, h, d), &t3(&v[..60 * h * d], 60, h, d)).unwrap();
-        b.append(0, &t3(&k[60 * h * d..], 30, h, d), &t3(&v[60 * h * d..], 30, h, d)).unwrap();
+        b.append(
+            0,
+            &t3(&k[..60 * h * d], 60, h, d),
+            &t3(&v[..60 * h * d], 60, h, d),
+        )
+        .unwrap();
+        b.append(
+            0,
+            &t3(&k[60 * h * d..], 30, h, d),
+            &t3(&v[60 * h * d..], 30, h, d),
+        )
+        .unwrap();
         let more = rng.vec(5 * h * d);
         for c in [&mut a, &mut b] {
-            c.append(0, &t3(&more, 5, h, d), &t3(&more, 5, h, d)).unwrap();
+            c.append(0, &t3(&more, 5, h, d), &t3(&more, 5, h, d))
+                .unwrap();
         }
         let q = rng.vec(hq * d);
         let p = AttentionParams {
             q_pos0: 94,
             ..AttentionParams::causal()
         };
-        let oa = a.attend(0, &t3(&q, 1, hq, d), &p).unwrap().to_f32_vec().unwrap();
-        let ob = b.attend(0, &t3(&q, 1, hq, d), &p).unwrap().to_f32_vec().unwrap();
+        let oa = a
+            .attend(0, &t3(&q, 1, hq, d), &p)
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
+        let ob = b
+            .attend(0, &t3(&q, 1, hq, d), &p)
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
         let r: Vec<f64> = ob.iter().map(|&x| x as f64).collect();
         assert!(nmse(&r, &oa) < 1e-10, "{format:?}");
         // Truncate past the end only lowers next_position when it is smaller.
@@ -584,8 +664,15 @@ fn rolling_window_runs_at_constant_memory() {
     let tokens: usize = std::env::var("WATTLE_KV_ROLL_TOKENS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000);
-    for format in [KvFormat::F16, KvFormat::Kivi { bits: 2, group: 16, residual: 16 }] {
+        .unwrap_or(1_000_000);
+    for format in [
+        KvFormat::F16,
+        KvFormat::Kivi {
+            bits: 2,
+            group: 16,
+            residual: 16,
+        },
+    ] {
         let (window, sinks) = (64, 4);
         let mut c = cache(&rt, h, d, format, Eviction::Window { window, sinks });
         let mut rng = Rng::new(2);
@@ -600,7 +687,7 @@ fn rolling_window_runs_at_constant_memory() {
             let kt = t3(&block[..t * h * d], t, h, d);
             c.append(0, &kt, &kt).unwrap();
             p += t;
-            if i % 16 == 0 {
+            if i.is_multiple_of(16) {
                 let pa = AttentionParams {
                     q_pos0: p - 1,
                     ..AttentionParams::causal()
@@ -647,7 +734,16 @@ fn bad_input_is_refused_and_changes_nothing() {
     let rt = Runtime::new().unwrap();
     let (h, d) = (2, 64);
     for format in FORMATS {
-        let mut c = cache(&rt, h, d, format, Eviction::HeavyHitter { budget: 50, recent: 4 });
+        let mut c = cache(
+            &rt,
+            h,
+            d,
+            format,
+            Eviction::HeavyHitter {
+                budget: 50,
+                recent: 4,
+            },
+        );
         let mut rng = Rng::new(8);
         fill(&mut c, 0, &mut rng, h, d, &[40]);
         let snap = |c: &KvCache| {
@@ -666,7 +762,10 @@ fn bad_input_is_refused_and_changes_nothing() {
         let mut nan = rng.vec(3 * h * d);
         nan[17] = f32::NAN;
         let nan = t3(&nan, 3, h, d);
-        assert!(matches!(c.append(5, &good, &good), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            c.append(5, &good, &good),
+            Err(Error::InvalidArgument(_))
+        ));
         assert!(matches!(
             c.append(0, &t3(&rng.vec(3 * h * 32), 3, h, 32), &good),
             Err(Error::ShapeMismatch { .. })
@@ -675,12 +774,22 @@ fn bad_input_is_refused_and_changes_nothing() {
             c.append(0, &good, &t3(&rng.vec(2 * h * d), 2, h, d)),
             Err(Error::ShapeMismatch { .. })
         ));
-        assert!(matches!(c.append(0, &good, &nan), Err(Error::NonFinite { .. })));
+        assert!(matches!(
+            c.append(0, &good, &nan),
+            Err(Error::NonFinite { .. })
+        ));
         let q8 = good.quantize(DType::Q8_0).unwrap();
-        assert!(matches!(c.append(0, &q8, &good), Err(Error::UnsupportedDType { .. })));
+        assert!(matches!(
+            c.append(0, &q8, &good),
+            Err(Error::UnsupportedDType { .. })
+        ));
         let q = t3(&rng.vec(3 * 4 * d), 3, 4, d);
         assert!(matches!(
-            c.attend(0, &t3(&rng.vec(3 * 3 * d), 3, 3, d), &AttentionParams::causal()),
+            c.attend(
+                0,
+                &t3(&rng.vec(3 * 3 * d), 3, 3, d),
+                &AttentionParams::causal()
+            ),
             Err(Error::ShapeMismatch { .. })
         ));
         assert!(c.attend(7, &q, &AttentionParams::causal()).is_err());
@@ -688,12 +797,18 @@ fn bad_input_is_refused_and_changes_nothing() {
             key_positions: Some(vec![0; 40]),
             ..AttentionParams::causal()
         };
-        assert!(matches!(c.attend(0, &q, &kp), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            c.attend(0, &q, &kp),
+            Err(Error::InvalidArgument(_))
+        ));
         let w0 = AttentionParams {
             window: Some(0),
             ..AttentionParams::causal()
         };
-        assert!(matches!(c.attend(0, &q, &w0), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            c.attend(0, &q, &w0),
+            Err(Error::InvalidArgument(_))
+        ));
         assert!(c.truncate(9, 0).is_err());
         assert!(c.positions(0, 2).is_err());
         assert!(c.dequantize(2).is_err());
@@ -703,35 +818,84 @@ fn bad_input_is_refused_and_changes_nothing() {
     let bad = |cfg: KvCacheConfig| KvCache::new(&rt, &rt.cpu(), cfg).map(|_| ());
     let base = KvCacheConfig::default();
     assert!(matches!(
-        bad(KvCacheConfig { head_dim: 48, format: KvFormat::Q8_0, ..base }),
+        bad(KvCacheConfig {
+            head_dim: 48,
+            format: KvFormat::Q8_0,
+            ..base
+        }),
         Err(Error::BadBlockAlignment { .. })
     ));
     assert!(matches!(
-        bad(KvCacheConfig { v_head_dim: Some(40), format: KvFormat::Q4_0, ..base }),
+        bad(KvCacheConfig {
+            v_head_dim: Some(40),
+            format: KvFormat::Q4_0,
+            ..base
+        }),
         Err(Error::BadBlockAlignment { .. })
     ));
     assert!(matches!(
-        bad(KvCacheConfig { format: KvFormat::Kivi { bits: 3, group: 32, residual: 0 }, ..base }),
+        bad(KvCacheConfig {
+            format: KvFormat::Kivi {
+                bits: 3,
+                group: 32,
+                residual: 0
+            },
+            ..base
+        }),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        bad(KvCacheConfig { head_dim: 80, format: KvFormat::Kivi { bits: 2, group: 32, residual: 0 }, ..base }),
+        bad(KvCacheConfig {
+            head_dim: 80,
+            format: KvFormat::Kivi {
+                bits: 2,
+                group: 32,
+                residual: 0
+            },
+            ..base
+        }),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        bad(KvCacheConfig { eviction: Eviction::HeavyHitter { budget: 8, recent: 8 }, ..base }),
+        bad(KvCacheConfig {
+            eviction: Eviction::HeavyHitter {
+                budget: 8,
+                recent: 8
+            },
+            ..base
+        }),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        bad(KvCacheConfig { eviction: Eviction::SnapKv { budget: 8, observe: 8, pool: 5 }, ..base }),
+        bad(KvCacheConfig {
+            eviction: Eviction::SnapKv {
+                budget: 8,
+                observe: 8,
+                pool: 5
+            },
+            ..base
+        }),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        bad(KvCacheConfig { eviction: Eviction::SnapKv { budget: 64, observe: 8, pool: 4 }, ..base }),
+        bad(KvCacheConfig {
+            eviction: Eviction::SnapKv {
+                budget: 64,
+                observe: 8,
+                pool: 4
+            },
+            ..base
+        }),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        bad(KvCacheConfig { eviction: Eviction::Window { window: 0, sinks: 4 }, ..base }),
+        bad(KvCacheConfig {
+            eviction: Eviction::Window {
+                window: 0,
+                sinks: 4
+            },
+            ..base
+        }),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
@@ -739,7 +903,10 @@ fn bad_input_is_refused_and_changes_nothing() {
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        bad(KvCacheConfig { capacity: Some(usize::MAX / 2), ..base }),
+        bad(KvCacheConfig {
+            capacity: Some(usize::MAX / 2),
+            ..base
+        }),
         Err(Error::TooLarge { .. })
     ));
 }

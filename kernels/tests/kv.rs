@@ -114,3 +114,97 @@ fn every_isa_matches_scalar() {
         }
     }
 }
+
+/// Decode speed at long context (SPEC §8 / issue 10 targets), every format:
+/// `cargo test --release -p wattle-kernels --test kv -- --ignored --nocapture`.
+/// `KV_CTX` sets the context (default 32768). Prints µs (median), bits per value, GB/s.
+#[test]
+#[ignore]
+fn decode_speed() {
+    let ctx: usize = std::env::var("KV_CTX")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32768);
+    let (h_q, h_kv, d) = (32, 8, 128);
+    let pool = ThreadPool::global();
+    let isa = wattle_kernels::isa::selected().unwrap_or(Isa::Scalar);
+    println!(
+        "ctx {ctx}, {h_q}/{h_kv} heads, d {d}, {isa}, {} threads",
+        pool.threads()
+    );
+    let mut r = rng(1);
+    let k: Vec<f32> = (0..ctx * d).map(|_| r()).collect();
+    let v: Vec<f32> = (0..ctx * d).map(|_| r()).collect();
+    let q: Vec<f32> = (0..h_q * d).map(|_| r()).collect();
+    let mut f16_us = 0.0;
+    for (name, fmt) in [
+        ("f16", KvFmt::F16),
+        ("q8_0", KvFmt::Q8_0),
+        ("q4_0", KvFmt::Q4_0),
+        (
+            "kivi4",
+            KvFmt::Kivi {
+                bits: 4,
+                group: 32,
+                residual: 128,
+            },
+        ),
+        (
+            "kivi2",
+            KvFmt::Kivi {
+                bits: 2,
+                group: 32,
+                residual: 128,
+            },
+        ),
+    ] {
+        if std::env::var("KV_ONLY").is_ok_and(|o| o != name) {
+            continue;
+        }
+        let heads: Vec<HeadStore> = (0..h_kv)
+            .map(|_| {
+                let mut h = HeadStore::new(fmt, d, d, false, ctx);
+                h.append(&k, &v, 0);
+                h
+            })
+            .collect();
+        let views: Vec<_> = heads.iter().map(|h| h.view()).collect();
+        let m = CacheMask {
+            causal: true,
+            window: None,
+            cache_window: None,
+            q_pos0: ctx - 1,
+            sinks: None,
+            scale: 1.0 / (d as f32).sqrt(),
+            softcap: None,
+        };
+        let s = CacheShape {
+            t_q: 1,
+            h_q,
+            h_kv,
+            d,
+            dv: d,
+        };
+        let mut out = vec![0f32; h_q * d];
+        let mut times: Vec<f64> = (0..25)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                attend(pool, isa, &q, &views, s, &m, &mut out, None);
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let us = times[times.len() / 2];
+        if name == "f16" {
+            f16_us = us;
+        }
+        let bytes: usize = heads.iter().map(|h| h.memory_bytes()).sum();
+        println!(
+            "{name:<6} {:>7.3} bits/value {us:>9.0} µs (min {:>7.0}) {:>6.3}× F16 {:>6.1} GB/s",
+            bytes as f64 * 8.0 / (ctx * h_kv * 2 * d) as f64,
+            times[0],
+            us / f16_us,
+            bytes as f64 / us / 1e3
+        );
+    }
+}

@@ -171,10 +171,10 @@ impl KvCache {
         }
         let fmt = match cfg.format {
             KvFormat::F16 => {
-                if d % 16 != 0 || dv % 16 != 0 {
+                if !d.is_multiple_of(16) || !dv.is_multiple_of(16) {
                     return Err(Error::BadBlockAlignment {
                         dtype: DType::F16,
-                        len: if d % 16 != 0 { d } else { dv },
+                        len: if !d.is_multiple_of(16) { d } else { dv },
                         block: 16,
                     });
                 }
@@ -186,10 +186,10 @@ impl KvCache {
                 } else {
                     DType::Q4_0
                 };
-                if d % 32 != 0 || dv % 32 != 0 {
+                if !d.is_multiple_of(32) || !dv.is_multiple_of(32) {
                     return Err(Error::BadBlockAlignment {
                         dtype,
-                        len: if d % 32 != 0 { d } else { dv },
+                        len: if !d.is_multiple_of(32) { d } else { dv },
                         block: 32,
                     });
                 }
@@ -207,12 +207,12 @@ impl KvCache {
                 if bits != 2 && bits != 4 {
                     return Err(invalid(format!("KIVI bits must be 2 or 4, got {bits}")));
                 }
-                if group == 0 || group % 16 != 0 {
+                if group == 0 || !group.is_multiple_of(16) {
                     return Err(invalid(format!(
                         "KIVI group must be a positive multiple of 16, got {group}"
                     )));
                 }
-                if d % group != 0 || dv % group != 0 {
+                if !d.is_multiple_of(group) || !dv.is_multiple_of(group) {
                     return Err(invalid(format!(
                         "KIVI group {group} must divide head_dim {d} and v_head_dim {dv}"
                     )));
@@ -248,7 +248,7 @@ impl KvCache {
                         "Eviction::SnapKv needs budget > observe ≥ 1 (got {budget}, {observe})"
                     )));
                 }
-                if pool % 2 == 0 {
+                if pool.is_multiple_of(2) {
                     return Err(invalid(format!(
                         "Eviction::SnapKv needs an odd pool width, got {pool}"
                     )));
@@ -407,7 +407,7 @@ impl KvCache {
                 detail: format!("q must be [t_q, h_q, {d}]; got {:?}", q.shape()),
             });
         };
-        if dq != d || h_q == 0 || h_q % h_kv != 0 {
+        if dq != d || h_q == 0 || !h_q.is_multiple_of(h_kv) {
             return Err(Error::ShapeMismatch {
                 op: "KvCache::attend",
                 detail: format!(

@@ -31,6 +31,98 @@ fn h2f(h: f16) -> f32 {
     }
 }
 
+/// Row access of one storage format, as plain structs (not closures) so every call inlines
+/// into the ISA wrapper. `row` gives 16 lanes of row `j` from channel `c`: dequantized values
+/// for keys, codes for affine values (whose `params` give scale and minimum per channel group).
+trait Rows<S: Simd>: Copy {
+    fn row(self, s: S, j: usize, c: usize) -> S::V;
+    #[inline(always)]
+    fn params(self, _j: usize, _g: usize) -> (f32, f32) {
+        (1.0, 0.0)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct F16R<'a>(&'a [f16], usize);
+impl<S: Simd> Rows<S> for F16R<'_> {
+    #[inline(always)]
+    fn row(self, s: S, j: usize, c: usize) -> S::V {
+        s.f16(&self.0[j * self.1 + c..])
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Q8K<'a>(&'a [BlockQ8_0], usize);
+impl<S: Simd> Rows<S> for Q8K<'_> {
+    #[inline(always)]
+    fn row(self, s: S, j: usize, c: usize) -> S::V {
+        let blk = &self.0[(j * self.1 + c) / 32];
+        s.fma(s.i8(&blk.qs[c % 32..]), s.splat(h2f(blk.d)), s.zero())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Q4K<'a>(&'a [BlockQ4_0], usize);
+impl<S: Simd> Rows<S> for Q4K<'_> {
+    #[inline(always)]
+    fn row(self, s: S, j: usize, c: usize) -> S::V {
+        let blk = &self.0[(j * self.1 + c) / 32];
+        let dd = h2f(blk.d);
+        s.fma(
+            s.nib(&blk.qs, !c.is_multiple_of(32)),
+            s.splat(dd),
+            s.splat(-8.0 * dd),
+        )
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Q8V<'a>(&'a [BlockQ8_0], usize);
+impl<S: Simd> Rows<S> for Q8V<'_> {
+    #[inline(always)]
+    fn row(self, s: S, j: usize, c: usize) -> S::V {
+        s.i8(&self.0[(j * self.1 + c) / 32].qs[c % 32..])
+    }
+    #[inline(always)]
+    fn params(self, j: usize, g: usize) -> (f32, f32) {
+        (h2f(self.0[j * self.1 / 32 + g].d), 0.0)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Q4V<'a>(&'a [BlockQ4_0], usize);
+impl<S: Simd> Rows<S> for Q4V<'_> {
+    #[inline(always)]
+    fn row(self, s: S, j: usize, c: usize) -> S::V {
+        s.nib(&self.0[(j * self.1 + c) / 32].qs, !c.is_multiple_of(32))
+    }
+    #[inline(always)]
+    fn params(self, j: usize, g: usize) -> (f32, f32) {
+        let dd = h2f(self.0[j * self.1 / 32 + g].d);
+        (dd, -8.0 * dd)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct KiviV<'a> {
+    v: super::KiviVals<'a>,
+    ng: usize,
+    vb: usize,
+}
+impl<S: Simd> Rows<S> for KiviV<'_> {
+    #[inline(always)]
+    fn row(self, s: S, j: usize, c: usize) -> S::V {
+        let bits = self.v.bits as usize;
+        let off = j * self.vb + c * bits / 8;
+        s.codes(&self.v.codes[off..off + 2 * bits], self.v.bits)
+    }
+    #[inline(always)]
+    fn params(self, j: usize, g: usize) -> (f32, f32) {
+        let p = &self.v.params[j * 2 * self.ng + 2 * g..];
+        (h2f(p[0]), h2f(p[1]))
+    }
+}
+
 /// Queries per tile.
 const QT: usize = 16;
 /// Keys scored together before one rescale of the running state (a multiple of 16).
@@ -74,7 +166,7 @@ pub struct CacheMask<'a> {
 
 impl CacheMask<'_> {
     /// True when a query at position `p` sees a key at `kp`.
-    #[inline]
+    #[inline(always)]
     pub fn visible(&self, p: i64, kp: i64) -> bool {
         (!self.causal || kp <= p)
             && self.window.is_none_or(|w| p - kp < w as i64)
@@ -83,7 +175,7 @@ impl CacheMask<'_> {
                 .is_none_or(|(w, s)| kp < s as i64 || p - kp < w as i64)
     }
 
-    #[inline]
+    #[inline(always)]
     fn cap(&self, s: f32) -> f32 {
         match self.softcap {
             Some(c) if c > 0.0 => c * (s / c).tanh(),
@@ -130,6 +222,7 @@ struct Partial {
 
 /// Attention of `q [t_q, h_q, d]` over the cache heads (`heads.len() == h_kv`) into
 /// `out [t_q, h_q, dv]`; a query that sees no key (and has no sink) gets zeros.
+#[allow(clippy::too_many_arguments)]
 pub fn attend(
     pool: &ThreadPool,
     isa: Isa,
@@ -148,7 +241,7 @@ pub fn attend(
     );
     assert_eq!(heads.len(), s.h_kv, "one view per KV head");
     assert!(
-        s.d % L == 0 && s.dv % L == 0,
+        s.d.is_multiple_of(L) && s.dv.is_multiple_of(L),
         "head dims must be multiples of 16"
     );
     let gstart = heads
@@ -336,6 +429,18 @@ fn run_unit<S: Simd>(s: S, ctx: &Ctx<'_>, u: &Unit) -> Partial {
             grp = Some((gi, gst[gi]));
         }
         let nb = jb - j;
+        // Every query of the tile sees every key of the block (the corners suffice:
+        // positions ascend, and the sinks rule only adds keys).
+        let (pf, kp0, kp1) = (
+            (m.q_pos0 + u.i0) as i64,
+            head.pos[j] as i64,
+            head.pos[jb - 1] as i64,
+        );
+        let all_visible = m.softcap.is_none()
+            && m.visible(pf, kp1)
+            && m.visible(pf, kp0)
+            && m.visible(p_last, kp0)
+            && m.visible(p_last, kp1);
         score_block(
             s, head.keys, j, jb, grp, nq, &qr, rows, d, &mut sc, &mut scr,
         );
@@ -344,7 +449,18 @@ fn run_unit<S: Simd>(s: S, ctx: &Ctx<'_>, u: &Unit) -> Partial {
             let p = (m.q_pos0 + i) as i64;
             let row = &mut sc[r * KB..(r + 1) * KB];
             let mut bmax = f32::NEG_INFINITY;
-            for (jj, x) in row[..nb].iter_mut().enumerate() {
+            if all_visible {
+                row[nb..nb.next_multiple_of(L)].fill(f32::NEG_INFINITY);
+                let mut mv = s.splat(f32::NEG_INFINITY);
+                for c0 in (0..nb).step_by(L) {
+                    mv = s.max(mv, s.load(&row[c0..]));
+                }
+                bmax = s.hmax(mv);
+            }
+            for (jj, x) in row[..if all_visible { 0 } else { nb }]
+                .iter_mut()
+                .enumerate()
+            {
                 if m.visible(p, head.pos[j + jj] as i64) {
                     *x = m.cap(*x);
                     bmax = bmax.max(*x);
@@ -372,16 +488,16 @@ fn run_unit<S: Simd>(s: S, ctx: &Ctx<'_>, u: &Unit) -> Partial {
                 st[0] = m_new;
             }
             let mv = s.splat(-m_new);
-            let mut lsum = 0.0;
+            let mut lv = s.zero();
+            if !nb.is_multiple_of(L) {
+                row[nb..nb.next_multiple_of(L)].fill(f32::NEG_INFINITY);
+            }
             for c0 in (0..nb).step_by(L) {
                 let e = s.exp(s.add(s.load(&row[c0..]), mv));
+                lv = s.add(lv, e);
                 s.store(&mut wrow[c0..], e);
             }
-            wrow[nb..].fill(0.0);
-            for x in &wrow[..nb] {
-                lsum += x;
-            }
-            st[1] += lsum;
+            st[1] += s.sum(lv);
         }
         accum_block(s, head.vals, j, jb, nq, &w, rows, dv, &mut state, &mut scr);
         j = jb;
@@ -406,28 +522,22 @@ fn score_block<S: Simd>(
     scr: &mut Scratch,
 ) {
     match keys {
-        KeyView::F16(k) => rows_score(s, a, b, qr, rows, d, sc, &mut scr.kf, |j, c| {
-            s.f16(&k[j * d + c..])
-        }),
-        KeyView::Q8_0(k) => rows_score(s, a, b, qr, rows, d, sc, &mut scr.kf, |j, c| {
-            let blk: &BlockQ8_0 = &k[(j * d + c) / 32];
-            let x = s.i8(&blk.qs[c % 32..]);
-            s.fma(x, s.splat(h2f(blk.d)), s.zero())
-        }),
-        KeyView::Q4_0(k) => rows_score(s, a, b, qr, rows, d, sc, &mut scr.kf, |j, c| {
-            let blk: &BlockQ4_0 = &k[(j * d + c) / 32];
-            let x = s.nib(&blk.qs, c % 32 != 0);
-            let dd = h2f(blk.d);
-            s.fma(x, s.splat(dd), s.splat(-8.0 * dd))
-        }),
+        KeyView::F16(k) => rows_score(s, a, b, qr, rows, d, sc, &mut scr.kf, F16R(k, d)),
+        KeyView::Q8_0(k) => rows_score(s, a, b, qr, rows, d, sc, &mut scr.kf, Q8K(k, d)),
+        KeyView::Q4_0(k) => rows_score(s, a, b, qr, rows, d, sc, &mut scr.kf, Q4K(k, d)),
         KeyView::Kivi(kk) => match grp {
             Some((gi, g0)) => kivi_score(s, kk, gi, a - g0, b - g0, qr, rows, d, sc, scr),
-            None => {
-                let t = kk.tail;
-                rows_score(s, a - nq, b - nq, qr, rows, d, sc, &mut scr.kf, |j, c| {
-                    s.f16(&t[j * d + c..])
-                })
-            }
+            None => rows_score(
+                s,
+                a - nq,
+                b - nq,
+                qr,
+                rows,
+                d,
+                sc,
+                &mut scr.kf,
+                F16R(kk.tail, d),
+            ),
         },
     }
 }
@@ -444,14 +554,14 @@ fn rows_score<S: Simd>(
     d: usize,
     sc: &mut [f32],
     kf: &mut [f32],
-    decode: impl Fn(usize, usize) -> S::V,
+    decode: impl Rows<S>,
 ) {
     for j in a..b {
         if rows == 4 {
             // Decode: the GQA group's 4 rows share each widened chunk in registers.
             let mut acc = [s.zero(); 4];
             for c in (0..d).step_by(L) {
-                let kv = decode(j, c);
+                let kv = decode.row(s, j, c);
                 for (i, v) in acc.iter_mut().enumerate() {
                     *v = s.fma(kv, s.load(&qr[i * d + c..]), *v);
                 }
@@ -462,7 +572,7 @@ fn rows_score<S: Simd>(
             continue;
         }
         for c in (0..d).step_by(L) {
-            s.store(&mut kf[c..], decode(j, c));
+            s.store(&mut kf[c..], decode.row(s, j, c));
         }
         let mut r0 = 0;
         while r0 + 4 <= rows {
@@ -563,66 +673,18 @@ fn accum_block<S: Simd>(
     scr: &mut Scratch,
 ) {
     match vals {
-        ValView::F16(v) => rows_accum(s, a, b, w, rows, dv, state, |j, c| s.f16(&v[j * dv + c..])),
-        ValView::Q8_0(v) => affine_accum(
-            s,
-            a,
-            b,
-            w,
-            rows,
-            dv,
-            32,
-            state,
-            &mut scr.ws,
-            |j, g| (h2f(v[j * dv / 32 + g].d), 0.0),
-            |j, c| s.i8(&v[(j * dv + c) / 32].qs[c % 32..]),
-        ),
-        ValView::Q4_0(v) => affine_accum(
-            s,
-            a,
-            b,
-            w,
-            rows,
-            dv,
-            32,
-            state,
-            &mut scr.ws,
-            |j, g| {
-                let dd = h2f(v[j * dv / 32 + g].d);
-                (dd, -8.0 * dd)
-            },
-            |j, c| s.nib(&v[(j * dv + c) / 32].qs, c % 32 != 0),
-        ),
+        ValView::F16(v) => rows_accum(s, a, b, w, rows, dv, state, F16R(v, dv)),
+        ValView::Q8_0(v) => affine_accum(s, a, b, w, rows, dv, 32, state, &mut scr.ws, Q8V(v, dv)),
+        ValView::Q4_0(v) => affine_accum(s, a, b, w, rows, dv, 32, state, &mut scr.ws, Q4V(v, dv)),
         ValView::Kivi(kv) if a < nq => {
-            let ng = dv / kv.group;
-            let vb = kivi::run_bytes(dv, kv.bits);
-            let step = L * kv.bits as usize / 8;
-            affine_accum(
-                s,
-                a,
-                b,
-                w,
-                rows,
-                dv,
-                kv.group,
-                state,
-                &mut scr.ws,
-                |j, g| {
-                    let p = &kv.params[j * 2 * ng + 2 * g..];
-                    (h2f(p[0]), h2f(p[1]))
-                },
-                |j, c| {
-                    let off = j * vb + c * kv.bits as usize / 8;
-                    s.codes(&kv.codes[off..off + step], kv.bits)
-                },
-            )
+            let r = KiviV {
+                v: kv,
+                ng: dv / kv.group,
+                vb: kivi::run_bytes(dv, kv.bits),
+            };
+            affine_accum(s, a, b, w, rows, dv, kv.group, state, &mut scr.ws, r)
         }
-        ValView::Kivi(kv) => {
-            let t: &[f16] = kv.tail;
-            rows_accum(s, a - nq, b - nq, w, rows, dv, state, |j, c| {
-                s.f16(&t[j * dv + c..])
-            })
-        }
+        ValView::Kivi(kv) => rows_accum(s, a - nq, b - nq, w, rows, dv, state, F16R(kv.tail, dv)),
     }
 }
 
@@ -638,7 +700,7 @@ fn rows_accum<S: Simd>(
     rows: usize,
     dv: usize,
     state: &mut [f32],
-    decode: impl Fn(usize, usize) -> S::V,
+    decode: impl Rows<S>,
 ) {
     let stride = dv + 2;
     for c in (0..dv).step_by(L) {
@@ -650,7 +712,7 @@ fn rows_accum<S: Simd>(
                 *v = s.load(&state[(r0 + i) * stride + 2 + c..]);
             }
             for j in a..b {
-                let x = decode(j, c);
+                let x = decode.row(s, j, c);
                 for (i, v) in acc.iter_mut().enumerate().take(n) {
                     *v = s.fma(x, s.splat(w[(r0 + i) * KB + j - a]), *v);
                 }
@@ -677,8 +739,7 @@ fn affine_accum<S: Simd>(
     gs: usize,
     state: &mut [f32],
     ws: &mut [f32],
-    params: impl Fn(usize, usize) -> (f32, f32),
-    codes: impl Fn(usize, usize) -> S::V,
+    src: impl Rows<S>,
 ) {
     let stride = dv + 2;
     let nb = b - a;
@@ -688,7 +749,7 @@ fn affine_accum<S: Simd>(
             let n = (rows - r0).min(4);
             let mut msum = [0f32; 4];
             for j in a..b {
-                let (sc, mn) = params(j, g);
+                let (sc, mn) = src.params(j, g);
                 for i in 0..n {
                     let wt = w[(r0 + i) * KB + j - a];
                     ws[i * KB + j - a] = wt * sc;
@@ -704,7 +765,7 @@ fn affine_accum<S: Simd>(
                     );
                 }
                 for jj in 0..nb {
-                    let x = codes(a + jj, c);
+                    let x = src.row(s, a + jj, c);
                     for (i, v) in acc.iter_mut().enumerate().take(n) {
                         *v = s.fma(x, s.splat(ws[i * KB + jj]), *v);
                     }

@@ -144,9 +144,9 @@ mod tests {
             for i in 0..32 {
                 assert_eq!(get(&run, i, bits), (i as u8 * 7) & ((1 << bits) - 1));
             }
-            let n = compact_key_group(&mut run, 1, 32, 32, bits, |t| t % 3 != 0);
+            let n = compact_key_group(&mut run, 1, 32, 32, bits, |t| !t.is_multiple_of(3));
             assert_eq!(n, 21);
-            let kept: Vec<usize> = (0..32).filter(|t| t % 3 != 0).collect();
+            let kept: Vec<usize> = (0..32usize).filter(|t| !t.is_multiple_of(3)).collect();
             for (i, &t) in kept.iter().enumerate() {
                 assert_eq!(get(&run, i, bits), (t as u8 * 7) & ((1 << bits) - 1));
             }

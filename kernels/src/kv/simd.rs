@@ -25,6 +25,10 @@ pub trait Simd: Copy {
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     /// Sum of the lanes.
     fn sum(self, v: Self::V) -> f32;
+    /// Lane-wise maximum.
+    fn max(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Largest lane.
+    fn hmax(self, v: Self::V) -> f32;
     /// `eˣ` per lane (0 far below the f32 range, and for −∞).
     fn exp(self, v: Self::V) -> Self::V;
     /// Converts `p[..16]` halves.
@@ -72,6 +76,14 @@ impl Simd for Scalar {
     #[inline(always)]
     fn sum(self, v: Self::V) -> f32 {
         v.iter().sum()
+    }
+    #[inline(always)]
+    fn max(self, a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i].max(b[i]))
+    }
+    #[inline(always)]
+    fn hmax(self, v: Self::V) -> f32 {
+        v.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
     }
     #[inline(always)]
     fn exp(self, v: Self::V) -> Self::V {
@@ -155,6 +167,16 @@ mod x86 {
         fn sum(self, v: __m512) -> f32 {
             // SAFETY: AVX-512 present (token).
             unsafe { _mm512_reduce_add_ps(v) }
+        }
+        #[inline(always)]
+        fn max(self, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: AVX-512 present (token).
+            unsafe { _mm512_max_ps(a, b) }
+        }
+        #[inline(always)]
+        fn hmax(self, v: __m512) -> f32 {
+            // SAFETY: AVX-512 present (token).
+            unsafe { _mm512_reduce_max_ps(v) }
         }
         #[inline(always)]
         fn exp(self, x: __m512) -> __m512 {
