@@ -20,7 +20,7 @@ pub(crate) fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
         .filter_map(|e| e.ok())
         .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
         .collect();
-    v.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+    v.sort_by_key(|a| natural_key(&a.0));
     v
 }
 
