@@ -651,7 +651,11 @@ impl Profile {
                 .position(|d| d.id == *id)
                 .ok_or_else(|| Error::Profile(format!("no device `{id}` in the profile")))?;
             let p = self.devices[d].predict(op).ok_or_else(|| {
-                Error::Profile(format!("{id} has no {} {} point for {op}", op.op_name(), op.dtype_key()))
+                Error::Profile(format!(
+                    "{id} has no {} {} point for {op}",
+                    op.op_name(),
+                    op.dtype_key()
+                ))
             })?;
             src = src.min(p.source);
             let mut row = vec![None; self.devices.len()];
