@@ -4,7 +4,14 @@
 //! window are never visited, and partial results of key splits (flash-decoding) are merged by
 //! log-sum-exp.
 
+use super::simd::AttnSimd;
 use super::{AttnParams, AttnShape, KvData};
+#[cfg(target_arch = "aarch64")]
+use crate::arch::aarch64_neon::Neon;
+#[cfg(target_arch = "x86_64")]
+use crate::arch::{x86_avx2::Avx2, x86_avx512::Avx512};
+use crate::arch::{Scalar, Simd};
+use crate::isa::{self, Isa};
 use crate::pool::ThreadPool;
 use std::sync::Mutex;
 
@@ -23,15 +30,26 @@ struct Unit {
     j1: usize,
 }
 
-/// Running softmax state of one (query, head): max, sum, and the unnormalised output.
-struct State<'a> {
-    m: &'a mut f32,
-    l: &'a mut f32,
-    acc: &'a mut [f32],
+/// Computes attention like [`super::reference::attention`], spread over `pool`, on the path
+/// `WATTLE_CPU_ISA` selects (else the best this CPU has).
+pub fn attention(
+    pool: &ThreadPool,
+    q: &[f32],
+    k: KvData<'_>,
+    v: KvData<'_>,
+    s: AttnShape,
+    p: &AttnParams<'_>,
+    out: &mut [f32],
+) {
+    let isa = isa::selected().unwrap_or(Isa::Scalar);
+    attention_isa(isa, pool, q, k, v, s, p, out)
 }
 
-/// Computes attention like [`super::reference::attention`], spread over `pool`.
-pub fn attention(
+/// [`attention`] on the vector path `isa` (scalar when the CPU lacks it, or when the head
+/// dimensions are not a multiple of its lanes).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_isa(
+    isa: Isa,
     pool: &ThreadPool,
     q: &[f32],
     k: KvData<'_>,
@@ -54,6 +72,8 @@ pub fn attention(
     );
     let group = s.h_q / s.h_kv;
     let units = plan(s, p, pool.threads());
+    let run = unit_fn(isa, s);
+    let ctx = Ctx { q, k, v, s, p };
     // Per unit: for each (query, head of the group): [m, l, acc[d_v]].
     let stride = s.d_v + 2;
     let partials: Vec<Mutex<Vec<f32>>> = units.iter().map(|_| Mutex::new(Vec::new())).collect();
@@ -63,7 +83,7 @@ pub fn attention(
         for st in buf.chunks_exact_mut(stride) {
             st[0] = f32::NEG_INFINITY;
         }
-        run_unit(q, k, v, s, p, unit, &mut buf);
+        run(&ctx, unit, &mut buf);
         *partials[u].lock().unwrap_or_else(|e| e.into_inner()) = buf;
     });
     merge(s, p, &units, partials, out);
@@ -96,84 +116,300 @@ fn plan(s: AttnShape, p: &AttnParams<'_>, threads: usize) -> Vec<Unit> {
     units
 }
 
-fn run_unit(
-    q: &[f32],
-    k: KvData<'_>,
-    v: KvData<'_>,
+/// Everything a unit reads.
+struct Ctx<'a> {
+    q: &'a [f32],
+    k: KvData<'a>,
+    v: KvData<'a>,
     s: AttnShape,
-    p: &AttnParams<'_>,
-    u: &Unit,
-    buf: &mut [f32],
-) {
-    let group = s.h_q / s.h_kv;
-    let stride = s.d_v + 2;
-    let mut scores = [0f32; KB];
-    let mut j = u.j0;
-    while j < u.j1 {
-        let jb = (j + KB).min(u.j1);
-        for i in u.i0..u.i1 {
-            let pos = (p.q_pos0 + i) as i64;
-            let range = p.key_range(pos, s.t_k);
-            let (lo, hi) = (j.max(range.start), jb.min(range.end));
-            if lo >= hi {
-                continue;
-            }
-            for hg in 0..group {
-                let h = u.g * group + hg;
-                let qh = &q[(i * s.h_q + h) * s.d..][..s.d];
-                let mut bmax = f32::NEG_INFINITY;
-                for jj in lo..hi {
-                    let sc = if p.visible(pos, p.key_pos(jj)) {
-                        p.cap(k.dot_row(jj * s.h_kv + u.g, qh) * p.scale)
-                    } else {
-                        f32::NEG_INFINITY
-                    };
-                    scores[jj - lo] = sc;
-                    bmax = bmax.max(sc);
-                }
-                if bmax == f32::NEG_INFINITY {
-                    continue;
-                }
-                let st = &mut buf[((i - u.i0) * group + hg) * stride..][..stride];
-                let (ml, acc) = st.split_at_mut(2);
-                let (m, l) = ml.split_at_mut(1);
-                let state = State {
-                    m: &mut m[0],
-                    l: &mut l[0],
-                    acc,
-                };
-                absorb(state, &scores[..hi - lo], bmax, lo, |jj, w, acc| {
-                    v.axpy_row(jj * s.h_kv + u.g, w, acc)
-                });
-            }
-        }
-        j = jb;
+    p: &'a AttnParams<'a>,
+}
+
+/// Runs one unit into its state rows `buf` (per (query, group head): `[m, l, acc[d_v]]`).
+type UnitFn = fn(&Ctx<'_>, &Unit, &mut [f32]);
+
+/// The unit runner for `isa`, falling back to scalar when the CPU lacks it or the head
+/// dimensions are not a multiple of its lanes.
+fn unit_fn(isa: Isa, s: AttnShape) -> UnitFn {
+    fn fits<S: Simd>(s: AttnShape) -> bool {
+        s.d % S::LANES == 0 && s.d_v % S::LANES == 0
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if Avx512::new().is_some() && fits::<Avx512>(s) => |c, u, b| {
+            // SAFETY: `Avx512::new()` succeeded above (run-time detection of AVX-512F/BW/VL/DQ,
+            // AVX2, FMA, F16C), the features the wrapper enables.
+            unsafe { unit_avx512(c, u, b) }
+        },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx2 if Avx2::new().is_some() && fits::<Avx2>(s) => |c, u, b| {
+            // SAFETY: `Avx2::new()` succeeded above (run-time detection of AVX2, FMA, F16C),
+            // the features the wrapper enables.
+            unsafe { unit_avx2(c, u, b) }
+        },
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon if Neon::new().is_some() && fits::<Neon>(s) => |c, u, b| {
+            // SAFETY: `Neon::new()` succeeded above (run-time detection of NEON), the feature
+            // the wrapper enables.
+            unsafe { unit_neon(c, u, b) }
+        },
+        _ => |c, u, b| {
+            // SAFETY: the scalar primitives need no CPU feature.
+            unsafe { unit_body::<Scalar>(c, u, b) }
+        },
     }
 }
 
-/// Folds one block of scores (keys `lo..`) into the running state.
-#[inline]
-fn absorb(
-    st: State<'_>,
-    scores: &[f32],
-    bmax: f32,
-    lo: usize,
-    mut axpy: impl FnMut(usize, f32, &mut [f32]),
-) {
-    let m_new = st.m.max(bmax);
-    if *st.m != m_new {
-        let c = (*st.m - m_new).exp();
-        *st.l *= c;
-        st.acc.iter_mut().for_each(|a| *a *= c);
-        *st.m = m_new;
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+unsafe fn unit_avx512(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
+    unit_body::<Avx512>(c, u, buf)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unit_avx2(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
+    unit_body::<Avx2>(c, u, buf)
+}
+
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn unit_neon(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
+    unit_body::<Neon>(c, u, buf)
+}
+
+/// A K or V row ready for vector loads: f32 or f16 in place, quantized rows widened into a
+/// per-row scratch.
+#[derive(Clone, Copy)]
+enum Row {
+    F32(*const f32),
+    F16(*const u16),
+}
+
+impl Row {
+    /// Vector `c` (elements `c·LANES..`) of the row as f32.
+    #[inline(always)]
+    unsafe fn load<S: Simd>(self, c: usize) -> S::V {
+        match self {
+            Row::F32(p) => S::load(p.add(c * S::LANES)),
+            Row::F16(p) => S::load_f16(p.add(c * S::LANES)),
+        }
     }
-    for (o, &sc) in scores.iter().enumerate() {
-        if sc == f32::NEG_INFINITY {
+}
+
+/// Row `row` (of `dim` values) of `kv`; quantized rows are widened into `scratch`.
+#[inline(always)]
+unsafe fn row<S: AttnSimd>(kv: KvData<'_>, row: usize, dim: usize, scratch: &mut [f32]) -> Row {
+    match kv {
+        KvData::F32(v) => Row::F32(v[row * dim..][..dim].as_ptr()),
+        KvData::F16(v) => Row::F16(v[row * dim..][..dim].as_ptr().cast()),
+        KvData::Q8_0(b) => {
+            for (blk, o) in b[row * dim / 32..][..dim / 32]
+                .iter()
+                .zip(scratch.chunks_exact_mut(32))
+            {
+                let d = S::splat(blk.d.to_f32());
+                for c in 0..32 / S::LANES {
+                    let x = S::load_i8(blk.qs.as_ptr().add(c * S::LANES));
+                    S::store(o.as_mut_ptr().add(c * S::LANES), S::mul(x, d));
+                }
+            }
+            Row::F32(scratch.as_ptr())
+        }
+        KvData::Q4_0(b) => {
+            let mut t = [0i8; 32];
+            for (blk, o) in b[row * dim / 32..][..dim / 32]
+                .iter()
+                .zip(scratch.chunks_exact_mut(32))
+            {
+                for j in 0..16 {
+                    t[j] = (blk.qs[j] & 0xF) as i8 - 8;
+                    t[j + 16] = (blk.qs[j] >> 4) as i8 - 8;
+                }
+                let d = S::splat(blk.d.to_f32());
+                for c in 0..32 / S::LANES {
+                    let x = S::load_i8(t.as_ptr().add(c * S::LANES));
+                    S::store(o.as_mut_ptr().add(c * S::LANES), S::mul(x, d));
+                }
+            }
+            Row::F32(scratch.as_ptr())
+        }
+    }
+}
+
+/// `out[r·KB] = q_r · k` for the `n` query rows at `q` (row stride `d`).
+#[inline(always)]
+unsafe fn dot_rows<S: AttnSimd>(k: Row, q: &[f32], n: usize, d: usize, out: &mut [f32]) {
+    let nc = d / S::LANES;
+    let mut r = 0;
+    while r + 4 <= n {
+        let qp = q.as_ptr().add(r * d);
+        let mut a = [S::zero(); 4];
+        for c in 0..nc {
+            let kv = k.load::<S>(c);
+            for (x, acc) in a.iter_mut().enumerate() {
+                *acc = S::fma(S::load(qp.add(x * d + c * S::LANES)), kv, *acc);
+            }
+        }
+        for (x, acc) in a.iter().enumerate() {
+            out[(r + x) * KB] = S::hsum(*acc);
+        }
+        r += 4;
+    }
+    while r < n {
+        let qp = q.as_ptr().add(r * d);
+        let mut a = S::zero();
+        for c in 0..nc {
+            a = S::fma(S::load(qp.add(c * S::LANES)), k.load::<S>(c), a);
+        }
+        out[r * KB] = S::hsum(a);
+        r += 1;
+    }
+}
+
+/// The unit body, written once over the vector primitives.
+#[inline(always)]
+unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
+    let (s, p) = (c.s, c.p);
+    let (d, dv) = (s.d, s.d_v);
+    let group = s.h_q / s.h_kv;
+    let nq = u.i1 - u.i0;
+    let nr = nq * group;
+    let stride = dv + 2;
+    let lanes = S::LANES;
+    // Scaled queries, row r = (i − i0)·group + hg.
+    let mut qs = vec![0f32; nr * d];
+    for i in 0..nq {
+        for hg in 0..group {
+            let src = &c.q[((u.i0 + i) * s.h_q + u.g * group + hg) * d..][..d];
+            let dst = &mut qs[(i * group + hg) * d..][..d];
+            dst.iter_mut().zip(src).for_each(|(o, x)| *o = x * p.scale);
+        }
+    }
+    let ranges: Vec<_> = (u.i0..u.i1)
+        .map(|i| p.key_range((p.q_pos0 + i) as i64, s.t_k))
+        .collect();
+    let mut kscr = vec![0f32; d];
+    let mut vscr = vec![0f32; KB * dv];
+    let mut sc = vec![f32::NEG_INFINITY; nr * KB];
+    let mut vrows = [Row::F32(core::ptr::null()); KB];
+    let mut live = [false; KB];
+    let mut j = u.j0;
+    while j < u.j1 {
+        let jb = (j + KB).min(u.j1);
+        let nb = jb - j;
+        sc.fill(f32::NEG_INFINITY);
+        live[..nb].fill(false);
+        // Scores.
+        for jj in j..jb {
+            let kpos = p.key_pos(jj);
+            let mut kr = None;
+            for (i, rg) in ranges.iter().enumerate() {
+                if jj < rg.start || jj >= rg.end {
+                    continue;
+                }
+                if p.key_positions.is_some() && !p.visible((p.q_pos0 + u.i0 + i) as i64, kpos) {
+                    continue;
+                }
+                let k = *kr.get_or_insert_with(|| row::<S>(c.k, jj * s.h_kv + u.g, d, &mut kscr));
+                let r0 = i * group;
+                dot_rows::<S>(
+                    k,
+                    &qs[r0 * d..(r0 + group) * d],
+                    group,
+                    d,
+                    &mut sc[r0 * KB + (jj - j)..],
+                );
+                live[jj - j] = true;
+            }
+        }
+        if !live[..nb].contains(&true) {
+            j = jb;
             continue;
         }
-        let w = (sc - m_new).exp();
-        *st.l += w;
-        axpy(lo + o, w, st.acc);
+        // One softmax pass per row: max, rescale, exp in place.
+        for r in 0..nr {
+            let row_sc = &mut sc[r * KB..r * KB + KB];
+            if p.softcap.is_some() {
+                for x in row_sc[..nb].iter_mut() {
+                    if *x > f32::NEG_INFINITY {
+                        *x = p.cap(*x);
+                    }
+                }
+            }
+            let mut mv = S::splat(f32::NEG_INFINITY);
+            let mut t = 0;
+            while t + lanes <= nb {
+                mv = S::max(mv, S::load(row_sc.as_ptr().add(t)));
+                t += lanes;
+            }
+            let mut bmax = S::hmax(mv);
+            for &x in &row_sc[t..nb] {
+                bmax = bmax.max(x);
+            }
+            if bmax == f32::NEG_INFINITY {
+                row_sc.fill(0.0);
+                continue;
+            }
+            let st = &mut buf[r * stride..][..stride];
+            let m_new = st[0].max(bmax);
+            if st[0] != m_new {
+                let cf = (st[0] - m_new).exp();
+                st[1] *= cf;
+                let cv = S::splat(cf);
+                for cc in 0..dv / lanes {
+                    let pa = st.as_mut_ptr().add(2 + cc * lanes);
+                    S::store(pa, S::mul(S::load(pa), cv));
+                }
+                st[0] = m_new;
+            }
+            let mn = S::splat(-m_new);
+            let mut sum = S::zero();
+            let mut t = 0;
+            while t + lanes <= KB {
+                let pa = row_sc.as_mut_ptr().add(t);
+                let w = S::exp(S::add(S::load(pa), mn));
+                S::store(pa, w);
+                sum = S::add(sum, w);
+                t += lanes;
+            }
+            st[1] += S::hsum(sum);
+        }
+        // Weighted values: rows in groups of 4, each V vector held across the block's keys.
+        for jj in j..jb {
+            if live[jj - j] {
+                let scr = &mut vscr[(jj - j) * dv..][..dv];
+                vrows[jj - j] = row::<S>(c.v, jj * s.h_kv + u.g, dv, scr);
+            }
+        }
+        let mut r = 0;
+        while r < nr {
+            let n = (nr - r).min(4);
+            for cc in 0..dv / lanes {
+                let mut a = [S::zero(); 4];
+                for (x, acc) in a.iter_mut().enumerate().take(n) {
+                    *acc = S::load(buf.as_ptr().add((r + x) * stride + 2 + cc * lanes));
+                }
+                for jj in 0..nb {
+                    if !live[jj] {
+                        continue;
+                    }
+                    let vv = vrows[jj].load::<S>(cc);
+                    for (x, acc) in a.iter_mut().enumerate().take(n) {
+                        let w = *sc.get_unchecked((r + x) * KB + jj);
+                        *acc = S::fma(S::splat(w), vv, *acc);
+                    }
+                }
+                for (x, acc) in a.iter().enumerate().take(n) {
+                    S::store(
+                        buf.as_mut_ptr().add((r + x) * stride + 2 + cc * lanes),
+                        *acc,
+                    );
+                }
+            }
+            r += n;
+        }
+        j = jb;
     }
 }
 
