@@ -159,6 +159,12 @@ fn main() {
             case(&pool, "decode", 1, 32, 2, 256, 20000, dt, None);
         }
     }
+    if args.iter().any(|a| a == "small") {
+        // L2-resident K/V: compute speed without DRAM.
+        for dt in ["f16", "q8_0", "f32"] {
+            case(&pool, "small", 1, 32, 8, 128, 512, dt, None);
+        }
+    }
     if want("window") {
         for ctx in [4096, 65536] {
             case(&pool, "window", 1, 32, 8, 128, ctx, "f16", Some(4096));

@@ -23,7 +23,8 @@ const KB: usize = 64;
 const MIN_SPLIT: usize = 256;
 
 struct Unit {
-    g: usize,
+    g0: usize,
+    g1: usize,
     i0: usize,
     i1: usize,
     j0: usize,
@@ -79,7 +80,7 @@ pub fn attention_isa(
     let partials: Vec<Mutex<Vec<f32>>> = units.iter().map(|_| Mutex::new(Vec::new())).collect();
     pool.run(units.len(), |u| {
         let unit = &units[u];
-        let mut buf = vec![0f32; (unit.i1 - unit.i0) * group * stride];
+        let mut buf = vec![0f32; (unit.g1 - unit.g0) * (unit.i1 - unit.i0) * group * stride];
         for st in buf.chunks_exact_mut(stride) {
             st[0] = f32::NEG_INFINITY;
         }
@@ -93,8 +94,18 @@ pub fn attention_isa(
 fn plan(s: AttnShape, p: &AttnParams<'_>, threads: usize) -> Vec<Unit> {
     let mut units = Vec::new();
     let tiles = s.t_q.div_ceil(QT);
-    let per_tile = (4 * threads).div_ceil((tiles * s.h_kv).max(1)).max(1);
-    for g in 0..s.h_kv {
+    // Few query tiles (decode): every KV head in each unit, so a unit streams contiguous
+    // token rows; many: one head per unit.
+    let heads = if tiles * s.h_kv >= 2 * threads {
+        1
+    } else {
+        s.h_kv
+    };
+    let per_tile = (4 * threads)
+        .div_ceil((tiles * s.h_kv / heads).max(1))
+        .max(1);
+    for g0 in (0..s.h_kv).step_by(heads) {
+        let g1 = (g0 + heads).min(s.h_kv);
         for t in 0..tiles {
             let (i0, i1) = (t * QT, ((t + 1) * QT).min(s.t_q));
             let first = p.key_range((p.q_pos0 + i0) as i64, s.t_k);
@@ -105,7 +116,14 @@ fn plan(s: AttnShape, p: &AttnParams<'_>, threads: usize) -> Vec<Unit> {
             let mut j0 = lo;
             loop {
                 let j1 = (j0 + chunk).min(hi);
-                units.push(Unit { g, i0, i1, j0, j1 });
+                units.push(Unit {
+                    g0,
+                    g1,
+                    i0,
+                    i1,
+                    j0,
+                    j1,
+                });
                 j0 = j1;
                 if j0 >= hi {
                     break;
@@ -277,13 +295,16 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
     let nr = nq * group;
     let stride = dv + 2;
     let lanes = S::LANES;
-    // Scaled queries, row r = (i − i0)·group + hg.
-    let mut qs = vec![0f32; nr * d];
-    for i in 0..nq {
-        for hg in 0..group {
-            let src = &c.q[((u.i0 + i) * s.h_q + u.g * group + hg) * d..][..d];
-            let dst = &mut qs[(i * group + hg) * d..][..d];
-            dst.iter_mut().zip(src).for_each(|(o, x)| *o = x * p.scale);
+    // Scaled queries, row gi·nr + r of head g0 + gi with r = (i − i0)·group + hg.
+    let nh = u.g1 - u.g0;
+    let mut qs = vec![0f32; nh * nr * d];
+    for gi in 0..nh {
+        for i in 0..nq {
+            for hg in 0..group {
+                let src = &c.q[((u.i0 + i) * s.h_q + (u.g0 + gi) * group + hg) * d..][..d];
+                let dst = &mut qs[((gi * nq + i) * group + hg) * d..][..d];
+                dst.iter_mut().zip(src).for_each(|(o, x)| *o = x * p.scale);
+            }
         }
     }
     let ranges: Vec<_> = (u.i0..u.i1)
@@ -298,116 +319,120 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
     while j < u.j1 {
         let jb = (j + KB).min(u.j1);
         let nb = jb - j;
-        sc.fill(f32::NEG_INFINITY);
-        live[..nb].fill(false);
-        // Scores.
-        for jj in j..jb {
-            let kpos = p.key_pos(jj);
-            let mut kr = None;
-            for (i, rg) in ranges.iter().enumerate() {
-                if jj < rg.start || jj >= rg.end {
-                    continue;
-                }
-                if p.key_positions.is_some() && !p.visible((p.q_pos0 + u.i0 + i) as i64, kpos) {
-                    continue;
-                }
-                let k = *kr.get_or_insert_with(|| row::<S>(c.k, jj * s.h_kv + u.g, d, &mut kscr));
-                let r0 = i * group;
-                dot_rows::<S>(
-                    k,
-                    &qs[r0 * d..(r0 + group) * d],
-                    group,
-                    d,
-                    &mut sc[r0 * KB + (jj - j)..],
-                );
-                live[jj - j] = true;
-            }
-        }
-        if !live[..nb].contains(&true) {
-            j = jb;
-            continue;
-        }
-        // One softmax pass per row: max, rescale, exp in place.
-        for r in 0..nr {
-            let row_sc = &mut sc[r * KB..r * KB + KB];
-            if p.softcap.is_some() {
-                for x in row_sc[..nb].iter_mut() {
-                    if *x > f32::NEG_INFINITY {
-                        *x = p.cap(*x);
-                    }
-                }
-            }
-            let mut mv = S::splat(f32::NEG_INFINITY);
-            let mut t = 0;
-            while t + lanes <= nb {
-                mv = S::max(mv, S::load(row_sc.as_ptr().add(t)));
-                t += lanes;
-            }
-            let mut bmax = S::hmax(mv);
-            for &x in &row_sc[t..nb] {
-                bmax = bmax.max(x);
-            }
-            if bmax == f32::NEG_INFINITY {
-                row_sc.fill(0.0);
-                continue;
-            }
-            let st = &mut buf[r * stride..][..stride];
-            let m_new = st[0].max(bmax);
-            if st[0] != m_new {
-                let cf = (st[0] - m_new).exp();
-                st[1] *= cf;
-                let cv = S::splat(cf);
-                for cc in 0..dv / lanes {
-                    let pa = st.as_mut_ptr().add(2 + cc * lanes);
-                    S::store(pa, S::mul(S::load(pa), cv));
-                }
-                st[0] = m_new;
-            }
-            let mn = S::splat(-m_new);
-            let mut sum = S::zero();
-            let mut t = 0;
-            while t + lanes <= KB {
-                let pa = row_sc.as_mut_ptr().add(t);
-                let w = S::exp(S::add(S::load(pa), mn));
-                S::store(pa, w);
-                sum = S::add(sum, w);
-                t += lanes;
-            }
-            st[1] += S::hsum(sum);
-        }
-        // Weighted values: rows in groups of 4, each V vector held across the block's keys.
-        for jj in j..jb {
-            if live[jj - j] {
-                let scr = &mut vscr[(jj - j) * dv..][..dv];
-                vrows[jj - j] = row::<S>(c.v, jj * s.h_kv + u.g, dv, scr);
-            }
-        }
-        let mut r = 0;
-        while r < nr {
-            let n = (nr - r).min(4);
-            for cc in 0..dv / lanes {
-                let mut a = [S::zero(); 4];
-                for (x, acc) in a.iter_mut().enumerate().take(n) {
-                    *acc = S::load(buf.as_ptr().add((r + x) * stride + 2 + cc * lanes));
-                }
-                for jj in 0..nb {
-                    if !live[jj] {
+        for g in u.g0..u.g1 {
+            let gi = g - u.g0;
+            let qs = &qs[gi * nr * d..][..nr * d];
+            let buf = &mut buf[gi * nr * stride..][..nr * stride];
+            sc.fill(f32::NEG_INFINITY);
+            live[..nb].fill(false);
+            // Scores.
+            for jj in j..jb {
+                let kpos = p.key_pos(jj);
+                let mut kr = None;
+                for (i, rg) in ranges.iter().enumerate() {
+                    if jj < rg.start || jj >= rg.end {
                         continue;
                     }
-                    let vv = vrows[jj].load::<S>(cc);
-                    for (x, acc) in a.iter_mut().enumerate().take(n) {
-                        let w = *sc.get_unchecked((r + x) * KB + jj);
-                        *acc = S::fma(S::splat(w), vv, *acc);
+                    if p.key_positions.is_some() && !p.visible((p.q_pos0 + u.i0 + i) as i64, kpos) {
+                        continue;
                     }
-                }
-                for (x, acc) in a.iter().enumerate().take(n) {
-                    S::store(
-                        buf.as_mut_ptr().add((r + x) * stride + 2 + cc * lanes),
-                        *acc,
+                    let k = *kr.get_or_insert_with(|| row::<S>(c.k, jj * s.h_kv + g, d, &mut kscr));
+                    let r0 = i * group;
+                    dot_rows::<S>(
+                        k,
+                        &qs[r0 * d..(r0 + group) * d],
+                        group,
+                        d,
+                        &mut sc[r0 * KB + (jj - j)..],
                     );
+                    live[jj - j] = true;
                 }
             }
-            r += n;
+            if !live[..nb].contains(&true) {
+                continue;
+            }
+            // One softmax pass per row: max, rescale, exp in place.
+            for r in 0..nr {
+                let row_sc = &mut sc[r * KB..r * KB + KB];
+                if p.softcap.is_some() {
+                    for x in row_sc[..nb].iter_mut() {
+                        if *x > f32::NEG_INFINITY {
+                            *x = p.cap(*x);
+                        }
+                    }
+                }
+                let mut mv = S::splat(f32::NEG_INFINITY);
+                let mut t = 0;
+                while t + lanes <= nb {
+                    mv = S::max(mv, S::load(row_sc.as_ptr().add(t)));
+                    t += lanes;
+                }
+                let mut bmax = S::hmax(mv);
+                for &x in &row_sc[t..nb] {
+                    bmax = bmax.max(x);
+                }
+                if bmax == f32::NEG_INFINITY {
+                    row_sc.fill(0.0);
+                    continue;
+                }
+                let st = &mut buf[r * stride..][..stride];
+                let m_new = st[0].max(bmax);
+                if st[0] != m_new {
+                    let cf = (st[0] - m_new).exp();
+                    st[1] *= cf;
+                    let cv = S::splat(cf);
+                    for cc in 0..dv / lanes {
+                        let pa = st.as_mut_ptr().add(2 + cc * lanes);
+                        S::store(pa, S::mul(S::load(pa), cv));
+                    }
+                    st[0] = m_new;
+                }
+                let mn = S::splat(-m_new);
+                let mut sum = S::zero();
+                let mut t = 0;
+                while t + lanes <= KB {
+                    let pa = row_sc.as_mut_ptr().add(t);
+                    let w = S::exp(S::add(S::load(pa), mn));
+                    S::store(pa, w);
+                    sum = S::add(sum, w);
+                    t += lanes;
+                }
+                st[1] += S::hsum(sum);
+            }
+            // Weighted values: rows in groups of 4, each V vector held across the block's keys.
+            for jj in j..jb {
+                if live[jj - j] {
+                    let scr = &mut vscr[(jj - j) * dv..][..dv];
+                    vrows[jj - j] = row::<S>(c.v, jj * s.h_kv + g, dv, scr);
+                }
+            }
+            let mut r = 0;
+            while r < nr {
+                let n = (nr - r).min(4);
+                for cc in 0..dv / lanes {
+                    let mut a = [S::zero(); 4];
+                    for (x, acc) in a.iter_mut().enumerate().take(n) {
+                        *acc = S::load(buf.as_ptr().add((r + x) * stride + 2 + cc * lanes));
+                    }
+                    for jj in 0..nb {
+                        if !live[jj] {
+                            continue;
+                        }
+                        let vv = vrows[jj].load::<S>(cc);
+                        for (x, acc) in a.iter_mut().enumerate().take(n) {
+                            let w = *sc.get_unchecked((r + x) * KB + jj);
+                            *acc = S::fma(S::splat(w), vv, *acc);
+                        }
+                    }
+                    for (x, acc) in a.iter().enumerate().take(n) {
+                        S::store(
+                            buf.as_mut_ptr().add((r + x) * stride + 2 + cc * lanes),
+                            *acc,
+                        );
+                    }
+                }
+                r += n;
+            }
         }
         j = jb;
     }
@@ -433,9 +458,11 @@ fn merge(
         .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
         .collect();
     for (u, buf) in units.iter().zip(&parts) {
+        let nr = (u.i1 - u.i0) * group;
         for (r, st) in buf.chunks_exact(stride).enumerate() {
+            let (g, r) = (u.g0 + r / nr, r % nr);
             let (i, hg) = (u.i0 + r / group, r % group);
-            let ih = i * s.h_q + u.g * group + hg;
+            let ih = i * s.h_q + g * group + hg;
             gmax[ih] = gmax[ih].max(st[0]);
         }
     }
@@ -447,12 +474,14 @@ fn merge(
         .collect();
     out.fill(0.0);
     for (u, buf) in units.iter().zip(&parts) {
+        let nr = (u.i1 - u.i0) * group;
         for (r, st) in buf.chunks_exact(stride).enumerate() {
             if st[0] == f32::NEG_INFINITY {
                 continue;
             }
+            let (g, r) = (u.g0 + r / nr, r % nr);
             let (i, hg) = (u.i0 + r / group, r % group);
-            let ih = i * s.h_q + u.g * group + hg;
+            let ih = i * s.h_q + g * group + hg;
             let c = (st[0] - gmax[ih]).exp();
             sums[ih] += st[1] * c;
             let o = &mut out[ih * s.d_v..][..s.d_v];
