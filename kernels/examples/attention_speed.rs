@@ -151,6 +151,9 @@ fn main() {
         "isa {}, {threads} threads",
         isa::selected().unwrap_or(isa::Isa::Scalar)
     );
+    if args.iter().any(|a| a == "one") {
+        case(&pool, "decode", 1, 32, 8, 128, 16384, "f16", None);
+    }
     if want("decode") {
         for dt in ["f16", "q8_0", "q4_0", "f32"] {
             case(&pool, "decode", 1, 32, 8, 128, 16384, dt, None);
@@ -158,6 +161,21 @@ fn main() {
         for dt in ["f16", "q8_0", "q4_0"] {
             case(&pool, "decode", 1, 32, 2, 256, 20000, dt, None);
         }
+    }
+    if args.iter().any(|a| a == "bw") {
+        // Streaming read probe over 64 MiB on the pool: the DRAM ceiling right now.
+        let x = vals(16 << 20, 9);
+        let chunks: Vec<&[f32]> = x.chunks(x.len() / threads).collect();
+        let secs = time(|| {
+            pool.run(chunks.len(), |i| {
+                let mut acc = [0f32; 32];
+                for c in chunks[i].chunks_exact(32) {
+                    acc.iter_mut().zip(c).for_each(|(a, x)| *a += x);
+                }
+                std::hint::black_box(acc);
+            })
+        });
+        println!("bw: {:.1} GB/s", (x.len() * 4) as f64 / secs / 1e9);
     }
     if args.iter().any(|a| a == "small") {
         // L2-resident K/V: compute speed without DRAM.

@@ -255,6 +255,32 @@ unsafe fn row<S: AttnSimd>(kv: KvData<'_>, row: usize, dim: usize, scratch: &mut
     }
 }
 
+/// Prefetches rows `row0..row0 + n` (of `dim` values) of `kv`.
+#[inline(always)]
+unsafe fn prefetch_rows<S: Simd>(kv: KvData<'_>, row0: usize, n: usize, dim: usize) {
+    let (ptr, bytes) = match kv {
+        KvData::F32(v) => (
+            v[row0 * dim..][..n * dim].as_ptr().cast::<u8>(),
+            n * dim * 4,
+        ),
+        KvData::F16(v) => (
+            v[row0 * dim..][..n * dim].as_ptr().cast::<u8>(),
+            n * dim * 2,
+        ),
+        KvData::Q8_0(b) => {
+            let b = &b[row0 * dim / 32..][..n * dim / 32];
+            (b.as_ptr().cast::<u8>(), std::mem::size_of_val(b))
+        }
+        KvData::Q4_0(b) => {
+            let b = &b[row0 * dim / 32..][..n * dim / 32];
+            (b.as_ptr().cast::<u8>(), std::mem::size_of_val(b))
+        }
+    };
+    for o in (0..bytes).step_by(64) {
+        S::prefetch(ptr.add(o));
+    }
+}
+
 /// `out[r·KB] = q_r · k` for the `n` query rows at `q` (row stride `d`).
 #[inline(always)]
 unsafe fn dot_rows<S: AttnSimd>(k: Row, q: &[f32], n: usize, d: usize, out: &mut [f32]) {
@@ -312,32 +338,36 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
         .collect();
     let mut kscr = vec![0f32; d];
     let mut vscr = vec![0f32; KB * dv];
-    let mut sc = vec![f32::NEG_INFINITY; nr * KB];
+    let all = nh * nr;
+    let mut sc = vec![f32::NEG_INFINITY; all * KB];
     let mut vrows = [Row::F32(core::ptr::null()); KB];
     let mut live = [false; KB];
     let mut j = u.j0;
     while j < u.j1 {
         let jb = (j + KB).min(u.j1);
         let nb = jb - j;
-        for g in u.g0..u.g1 {
-            let gi = g - u.g0;
-            let qs = &qs[gi * nr * d..][..nr * d];
-            let buf = &mut buf[gi * nr * stride..][..nr * stride];
-            sc.fill(f32::NEG_INFINITY);
-            live[..nb].fill(false);
-            // Scores.
-            for jj in j..jb {
-                let kpos = p.key_pos(jj);
-                let mut kr = None;
-                for (i, rg) in ranges.iter().enumerate() {
-                    if jj < rg.start || jj >= rg.end {
-                        continue;
-                    }
-                    if p.key_positions.is_some() && !p.visible((p.q_pos0 + u.i0 + i) as i64, kpos) {
-                        continue;
-                    }
-                    let k = *kr.get_or_insert_with(|| row::<S>(c.k, jj * s.h_kv + g, d, &mut kscr));
-                    let r0 = i * group;
+        if nh > 1 && jb < u.j1 {
+            // The next block's rows of every head are contiguous: fetch them in address order
+            // while this block computes.
+            let n = (u.j1 - jb).min(KB) * s.h_kv;
+            prefetch_rows::<S>(c.k, jb * s.h_kv, n, d);
+            prefetch_rows::<S>(c.v, jb * s.h_kv, n, dv);
+        }
+        sc.fill(f32::NEG_INFINITY);
+        live[..nb].fill(false);
+        // Scores, key-major so the heads' rows of a token are read in address order.
+        for jj in j..jb {
+            let kpos = p.key_pos(jj);
+            for (i, rg) in ranges.iter().enumerate() {
+                if jj < rg.start || jj >= rg.end {
+                    continue;
+                }
+                if p.key_positions.is_some() && !p.visible((p.q_pos0 + u.i0 + i) as i64, kpos) {
+                    continue;
+                }
+                for gi in 0..nh {
+                    let k = row::<S>(c.k, jj * s.h_kv + u.g0 + gi, d, &mut kscr);
+                    let r0 = gi * nr + i * group;
                     dot_rows::<S>(
                         k,
                         &qs[r0 * d..(r0 + group) * d],
@@ -345,94 +375,124 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
                         d,
                         &mut sc[r0 * KB + (jj - j)..],
                     );
-                    live[jj - j] = true;
+                }
+                live[jj - j] = true;
+            }
+        }
+        if !live[..nb].contains(&true) {
+            j = jb;
+            continue;
+        }
+        // One softmax pass per row: max, rescale, exp in place.
+        for r in 0..all {
+            let row_sc = &mut sc[r * KB..r * KB + KB];
+            if p.softcap.is_some() {
+                for x in row_sc[..nb].iter_mut() {
+                    if *x > f32::NEG_INFINITY {
+                        *x = p.cap(*x);
+                    }
                 }
             }
-            if !live[..nb].contains(&true) {
+            let mut mv = S::splat(f32::NEG_INFINITY);
+            let mut t = 0;
+            while t + lanes <= nb {
+                mv = S::max(mv, S::load(row_sc.as_ptr().add(t)));
+                t += lanes;
+            }
+            let mut bmax = S::hmax(mv);
+            for &x in &row_sc[t..nb] {
+                bmax = bmax.max(x);
+            }
+            if bmax == f32::NEG_INFINITY {
+                row_sc.fill(0.0);
                 continue;
             }
-            // One softmax pass per row: max, rescale, exp in place.
-            for r in 0..nr {
-                let row_sc = &mut sc[r * KB..r * KB + KB];
-                if p.softcap.is_some() {
-                    for x in row_sc[..nb].iter_mut() {
-                        if *x > f32::NEG_INFINITY {
-                            *x = p.cap(*x);
-                        }
-                    }
+            let st = &mut buf[r * stride..][..stride];
+            let m_new = st[0].max(bmax);
+            if st[0] != m_new {
+                let cf = (st[0] - m_new).exp();
+                st[1] *= cf;
+                let cv = S::splat(cf);
+                for cc in 0..dv / lanes {
+                    let pa = st.as_mut_ptr().add(2 + cc * lanes);
+                    S::store(pa, S::mul(S::load(pa), cv));
                 }
-                let mut mv = S::splat(f32::NEG_INFINITY);
-                let mut t = 0;
-                while t + lanes <= nb {
-                    mv = S::max(mv, S::load(row_sc.as_ptr().add(t)));
-                    t += lanes;
-                }
-                let mut bmax = S::hmax(mv);
-                for &x in &row_sc[t..nb] {
-                    bmax = bmax.max(x);
-                }
-                if bmax == f32::NEG_INFINITY {
-                    row_sc.fill(0.0);
+                st[0] = m_new;
+            }
+            let mn = S::splat(-m_new);
+            let mut sum = S::zero();
+            let mut t = 0;
+            while t + lanes <= KB {
+                let pa = row_sc.as_mut_ptr().add(t);
+                let w = S::exp(S::add(S::load(pa), mn));
+                S::store(pa, w);
+                sum = S::add(sum, w);
+                t += lanes;
+            }
+            st[1] += S::hsum(sum);
+        }
+        if nh > 1 {
+            // Weighted values, key-major (address order): each head's rows in groups of 4.
+            for jj in 0..nb {
+                if !live[jj] {
                     continue;
                 }
-                let st = &mut buf[r * stride..][..stride];
-                let m_new = st[0].max(bmax);
-                if st[0] != m_new {
-                    let cf = (st[0] - m_new).exp();
-                    st[1] *= cf;
-                    let cv = S::splat(cf);
-                    for cc in 0..dv / lanes {
-                        let pa = st.as_mut_ptr().add(2 + cc * lanes);
-                        S::store(pa, S::mul(S::load(pa), cv));
+                for gi in 0..nh {
+                    let vr = row::<S>(c.v, (j + jj) * s.h_kv + u.g0 + gi, dv, &mut vscr);
+                    let mut r = gi * nr;
+                    while r < (gi + 1) * nr {
+                        let n = ((gi + 1) * nr - r).min(4);
+                        let mut w = [S::zero(); 4];
+                        for (x, w) in w.iter_mut().enumerate().take(n) {
+                            *w = S::splat(*sc.get_unchecked((r + x) * KB + jj));
+                        }
+                        for cc in 0..dv / lanes {
+                            let vv = vr.load::<S>(cc);
+                            for (x, w) in w.iter().enumerate().take(n) {
+                                let pa = buf.as_mut_ptr().add((r + x) * stride + 2 + cc * lanes);
+                                S::store(pa, S::fma(*w, vv, S::load(pa)));
+                            }
+                        }
+                        r += n;
                     }
-                    st[0] = m_new;
-                }
-                let mn = S::splat(-m_new);
-                let mut sum = S::zero();
-                let mut t = 0;
-                while t + lanes <= KB {
-                    let pa = row_sc.as_mut_ptr().add(t);
-                    let w = S::exp(S::add(S::load(pa), mn));
-                    S::store(pa, w);
-                    sum = S::add(sum, w);
-                    t += lanes;
-                }
-                st[1] += S::hsum(sum);
-            }
-            // Weighted values: rows in groups of 4, each V vector held across the block's keys.
-            for jj in j..jb {
-                if live[jj - j] {
-                    let scr = &mut vscr[(jj - j) * dv..][..dv];
-                    vrows[jj - j] = row::<S>(c.v, jj * s.h_kv + g, dv, scr);
                 }
             }
-            let mut r = 0;
-            while r < nr {
-                let n = (nr - r).min(4);
-                for cc in 0..dv / lanes {
-                    let mut a = [S::zero(); 4];
+            j = jb;
+            continue;
+        }
+        // One head: rows in groups of 4, each V vector held in registers across the keys.
+        for jj in j..jb {
+            if live[jj - j] {
+                let scr = &mut vscr[(jj - j) * dv..][..dv];
+                vrows[jj - j] = row::<S>(c.v, jj * s.h_kv + u.g0, dv, scr);
+            }
+        }
+        let mut r = 0;
+        while r < nr {
+            let n = (nr - r).min(4);
+            for cc in 0..dv / lanes {
+                let mut a = [S::zero(); 4];
+                for (x, acc) in a.iter_mut().enumerate().take(n) {
+                    *acc = S::load(buf.as_ptr().add((r + x) * stride + 2 + cc * lanes));
+                }
+                for jj in 0..nb {
+                    if !live[jj] {
+                        continue;
+                    }
+                    let vv = vrows[jj].load::<S>(cc);
                     for (x, acc) in a.iter_mut().enumerate().take(n) {
-                        *acc = S::load(buf.as_ptr().add((r + x) * stride + 2 + cc * lanes));
-                    }
-                    for jj in 0..nb {
-                        if !live[jj] {
-                            continue;
-                        }
-                        let vv = vrows[jj].load::<S>(cc);
-                        for (x, acc) in a.iter_mut().enumerate().take(n) {
-                            let w = *sc.get_unchecked((r + x) * KB + jj);
-                            *acc = S::fma(S::splat(w), vv, *acc);
-                        }
-                    }
-                    for (x, acc) in a.iter().enumerate().take(n) {
-                        S::store(
-                            buf.as_mut_ptr().add((r + x) * stride + 2 + cc * lanes),
-                            *acc,
-                        );
+                        let w = *sc.get_unchecked((r + x) * KB + jj);
+                        *acc = S::fma(S::splat(w), vv, *acc);
                     }
                 }
-                r += n;
+                for (x, acc) in a.iter().enumerate().take(n) {
+                    S::store(
+                        buf.as_mut_ptr().add((r + x) * stride + 2 + cc * lanes),
+                        *acc,
+                    );
+                }
             }
+            r += n;
         }
         j = jb;
     }
