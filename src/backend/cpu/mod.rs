@@ -157,7 +157,8 @@ impl CpuBackend {
             softcap: params.softcap,
         };
         let mut out = HostBuffer::zeroed(s.t_q * s.h_q * s.d_v * 4);
-        kattn::flash::attention(
+        kattn::flash::attention_isa(
+            self.isa,
             self.pool,
             qs,
             kv.data(),
