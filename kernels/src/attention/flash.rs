@@ -150,7 +150,7 @@ type UnitFn = fn(&Ctx<'_>, &Unit, &mut [f32]);
 /// dimensions are not a multiple of its lanes.
 fn unit_fn(isa: Isa, s: AttnShape) -> UnitFn {
     fn fits<S: Simd>(s: AttnShape) -> bool {
-        s.d % S::LANES == 0 && s.d_v % S::LANES == 0
+        s.d.is_multiple_of(S::LANES) && s.d_v.is_multiple_of(S::LANES)
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -433,10 +433,7 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
         }
         if nh > 1 {
             // Weighted values, key-major (address order): each head's rows in groups of 4.
-            for jj in 0..nb {
-                if !live[jj] {
-                    continue;
-                }
+            for (jj, _) in live[..nb].iter().enumerate().filter(|(_, &l)| l) {
                 for gi in 0..nh {
                     let vr = row::<S>(c.v, (j + jj) * s.h_kv + u.g0 + gi, dv, &mut vscr);
                     let mut r = gi * nr;
