@@ -152,7 +152,11 @@ fn main() {
         isa::selected().unwrap_or(isa::Isa::Scalar)
     );
     if args.iter().any(|a| a == "one") {
-        case(&pool, "decode", 1, 32, 8, 128, 16384, "f16", None);
+        let ctx = std::env::var("CTX")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(16384);
+        case(&pool, "decode", 1, 32, 8, 128, ctx, "f16", None);
     }
     if want("decode") {
         for dt in ["f16", "q8_0", "q4_0", "f32"] {

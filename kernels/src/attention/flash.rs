@@ -19,6 +19,8 @@ use std::sync::Mutex;
 const QT: usize = 16;
 /// Keys scored together before one rescale of the running state.
 const KB: usize = 64;
+/// Decode prefetch distance, in tokens.
+const PF: usize = 12;
 /// Fewest keys worth a split of their own.
 const MIN_SPLIT: usize = 256;
 
@@ -346,17 +348,16 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
     while j < u.j1 {
         let jb = (j + KB).min(u.j1);
         let nb = jb - j;
-        if nh > 1 && jb < u.j1 {
-            // The next block's rows of every head are contiguous: fetch them in address order
-            // while this block computes.
-            let n = (u.j1 - jb).min(KB) * s.h_kv;
-            prefetch_rows::<S>(c.k, jb * s.h_kv, n, d);
-            prefetch_rows::<S>(c.v, jb * s.h_kv, n, dv);
-        }
         sc.fill(f32::NEG_INFINITY);
         live[..nb].fill(false);
         // Scores, key-major so the heads' rows of a token are read in address order.
         for jj in j..jb {
+            if nh > 1 && jj + PF < u.j1 {
+                // Every head's rows of a token are contiguous: fetch those `PF` tokens ahead,
+                // spread over the loop, so DRAM streams while this token computes.
+                prefetch_rows::<S>(c.k, (jj + PF) * s.h_kv, s.h_kv, d);
+                prefetch_rows::<S>(c.v, (jj + PF) * s.h_kv, s.h_kv, dv);
+            }
             let kpos = p.key_pos(jj);
             for (i, rg) in ranges.iter().enumerate() {
                 if jj < rg.start || jj >= rg.end {
