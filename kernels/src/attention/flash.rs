@@ -356,7 +356,6 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
                 // Every head's rows of a token are contiguous: fetch those `PF` tokens ahead,
                 // spread over the loop, so DRAM streams while this token computes.
                 prefetch_rows::<S>(c.k, (jj + PF) * s.h_kv, s.h_kv, d);
-                prefetch_rows::<S>(c.v, (jj + PF) * s.h_kv, s.h_kv, dv);
             }
             let kpos = p.key_pos(jj);
             for (i, rg) in ranges.iter().enumerate() {
@@ -435,6 +434,9 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
         if nh > 1 {
             // Weighted values, key-major (address order): each head's rows in groups of 4.
             for (jj, _) in live[..nb].iter().enumerate().filter(|(_, &l)| l) {
+                if j + jj + PF < u.j1 {
+                    prefetch_rows::<S>(c.v, (j + jj + PF) * s.h_kv, s.h_kv, dv);
+                }
                 for gi in 0..nh {
                     let vr = row::<S>(c.v, (j + jj) * s.h_kv + u.g0 + gi, dv, &mut vscr);
                     let mut r = gi * nr;
