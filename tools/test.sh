@@ -18,7 +18,8 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 if [ "${SKIP_INSTALL:-0}" != 1 ] && command -v apt-get >/dev/null; then
   # A Vulkan loader and, when no Vulkan ICD is present, Mesa's lavapipe.
   have_pkg libvulkan1 || missing+=(libvulkan1)
-  if ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
+  if ! compgen -G "/usr/share/vulkan/icd.d/*.json" >/dev/null &&
+     ! compgen -G "/etc/vulkan/icd.d/*.json" >/dev/null; then
     missing+=(mesa-vulkan-drivers)
   fi
   # EGL + Mesa's llvmpipe for wgpu's GL backend.
