@@ -61,18 +61,7 @@ pub fn attention_isa(
     p: &AttnParams<'_>,
     out: &mut [f32],
 ) {
-    assert_eq!(q.len(), s.t_q * s.h_q * s.d, "q must be [t_q, h_q, d]");
-    assert_eq!(k.len(), s.t_k * s.h_kv * s.d, "k must be [t_k, h_kv, d]");
-    assert_eq!(
-        v.len(),
-        s.t_k * s.h_kv * s.d_v,
-        "v must be [t_k, h_kv, d_v]"
-    );
-    assert_eq!(
-        out.len(),
-        s.t_q * s.h_q * s.d_v,
-        "out must be [t_q, h_q, d_v]"
-    );
+    s.assert_lens(q, k, v, out);
     let group = s.h_q / s.h_kv;
     let units = plan(s, p, pool.threads());
     let run = unit_fn(isa, s);

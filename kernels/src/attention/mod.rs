@@ -164,6 +164,26 @@ pub struct AttnShape {
     pub d_v: usize,
 }
 
+impl AttnShape {
+    /// Panics unless `q [t_q, h_q, d]`, `k [t_k, h_kv, d]`, `v [t_k, h_kv, d_v]` and
+    /// `out [t_q, h_q, d_v]` have the lengths this shape implies (callers validate first).
+    pub fn assert_lens(&self, q: &[f32], k: KvData<'_>, v: KvData<'_>, out: &[f32]) {
+        let s = self;
+        assert_eq!(q.len(), s.t_q * s.h_q * s.d, "q must be [t_q, h_q, d]");
+        assert_eq!(k.len(), s.t_k * s.h_kv * s.d, "k must be [t_k, h_kv, d]");
+        assert_eq!(
+            v.len(),
+            s.t_k * s.h_kv * s.d_v,
+            "v must be [t_k, h_kv, d_v]"
+        );
+        assert_eq!(
+            out.len(),
+            s.t_q * s.h_q * s.d_v,
+            "out must be [t_q, h_q, d_v]"
+        );
+    }
+}
+
 /// Masking and scaling of one attention call (SPEC §6), with the scale already resolved.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnParams<'a> {
