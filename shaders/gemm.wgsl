@@ -21,22 +21,7 @@ enable subgroups;
 #include "load" B=w F=W
 #include "load" B=x F=X
 #ifdef W_QUANT
-#include "bytes"
-#ifdef W_Q8_0
-#include "q8_0"
-#endif
-#ifdef W_Q4_0
-#include "q4_0"
-#endif
-#ifdef W_Q4_1
-#include "q4_1"
-#endif
-#ifdef W_Q4_K
-#include "q4_k"
-#endif
-#ifdef W_Q6_K
-#include "q6_k"
-#endif
+#include "wformat"
 #endif
 
 // Invocations per workgroup: a multiple of TX, at most MAX_B / TM * TX.

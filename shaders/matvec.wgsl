@@ -41,22 +41,7 @@ const MAX_WG: u32 = 256u;
 var<private> acc: array<f32, MAXM * MAXNR>;
 
 #ifdef W_QUANT
-#include "bytes"
-#ifdef W_Q8_0
-#include "q8_0"
-#endif
-#ifdef W_Q4_0
-#include "q4_0"
-#endif
-#ifdef W_Q4_1
-#include "q4_1"
-#endif
-#ifdef W_Q4_K
-#include "q4_k"
-#endif
-#ifdef W_Q6_K
-#include "q6_k"
-#endif
+#include "wformat"
 
 // Stride of one row's unit in wr (one spare word for u_word's look-ahead).
 const UWP: u32 = UW + 1u;

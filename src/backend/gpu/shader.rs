@@ -17,7 +17,7 @@ pub(crate) const FAMILIES: [(&str, &str); 4] = [
 ];
 
 /// Shared partials: `(include name, source)`.
-const PARTIALS: [(&str, &str); 10] = [
+const PARTIALS: [(&str, &str); 11] = [
     ("bytes", include_str!("../../../shaders/_bytes.wgsl")),
     ("xq8", include_str!("../../../shaders/_xq8.wgsl")),
     ("q8_0", include_str!("../../../shaders/_q8_0.wgsl")),
@@ -25,6 +25,7 @@ const PARTIALS: [(&str, &str); 10] = [
     ("q4_1", include_str!("../../../shaders/_q4_1.wgsl")),
     ("q4_k", include_str!("../../../shaders/_q4_k.wgsl")),
     ("q6_k", include_str!("../../../shaders/_q6_k.wgsl")),
+    ("wformat", include_str!("../../../shaders/_wformat.wgsl")),
     ("f16", include_str!("../../../shaders/_f16.wgsl")),
     ("load", include_str!("../../../shaders/_load.wgsl")),
     (
