@@ -1,11 +1,12 @@
-//! Roofline probes for the CPU: memory read bandwidth and f32 FMA peak.
+//! Roofline probes for the CPU: memory read bandwidth, f32 FMA peak and int8 dot-product peak.
 //!
 //! `wattle bench` reports every kernel as a share of these two ceilings, so they must be the
 //! *true* ceilings: a probe that reads memory naively finds less bandwidth than a good kernel
 //! streams (on a 2-vCPU Zen machine one plain stream per thread reads ~54 GB/s while ggml's F32
 //! matvec streams ~82 GB/s). [`read_bandwidth`] therefore tries several access patterns,
 //! vector widths and thread counts and keeps the best; [`fma_peak`] runs many independent FMA
-//! chains on every thread at once, with the widest vectors the CPU has.
+//! chains on every thread at once, with the widest vectors the CPU has; [`int8_peak`] does
+//! the same with the integer dot products the quantized kernels run on.
 //!
 //! The probes use their own scoped threads (released together by a barrier), not the kernel
 //! thread pool, so they measure the machine rather than the pool.
@@ -621,6 +622,52 @@ mod x86 {
         unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
         out.iter().sum()
     }
+
+    /// `iters` rounds of [`ACC_512`] independent `vpdpbusd` (64 u8×i8 products summed into 16
+    /// i32 lanes each). Every chain multiplies its own accumulator's bytes, so no step can be
+    /// hoisted or folded: each lane becomes `lane + Σ byte_i(lane) · b` (see [`dot_step`]).
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) fn dot_i8_avx512(iters: u64, init: i32, b: i8) -> i64 {
+        let b = _mm512_set1_epi8(b);
+        let mut acc = [_mm512_set1_epi32(init); ACC_512];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm512_dpbusd_epi32(*x, *x, b);
+            }
+        }
+        let mut out = [0i32; 16];
+        let mut sum = 0i64;
+        for x in acc {
+            // SAFETY: `out` is 64 writable bytes; storeu has no alignment requirement.
+            unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), x) };
+            sum += out.iter().map(|&v| v as i64).sum::<i64>();
+        }
+        sum
+    }
+
+    /// `iters` rounds of [`ACC_256`] independent u8×i8 dot steps the AVX2 way (`vpmaddubsw`,
+    /// `vpmaddwd` by ones, `vpaddd`): 32 products into 8 i32 lanes each, the same step as
+    /// [`dot_i8_avx512`] (the i16 pair sums cannot saturate for `|b| ≤ 64`).
+    #[target_feature(enable = "avx2")]
+    pub(super) fn dot_i8_avx2(iters: u64, init: i32, b: i8) -> i64 {
+        let b = _mm256_set1_epi8(b);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_set1_epi32(init); ACC_256];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(*x, b), ones);
+                *x = _mm256_add_epi32(*x, p);
+            }
+        }
+        let mut out = [0i32; 8];
+        let mut sum = 0i64;
+        for x in acc {
+            // SAFETY: `out` is 32 writable bytes; storeu has no alignment requirement.
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, x) };
+            sum += out.iter().map(|&v| v as i64).sum::<i64>();
+        }
+        sum
+    }
 }
 
 /// Independent FMA chains per thread for the portable probe.
@@ -642,6 +689,30 @@ fn fma_portable(iters: u64) -> f32 {
     acc.iter().flatten().sum()
 }
 
+/// One step of the int8 probe on one i32 lane: `lane + Σ_i u8(byte i of lane) · b`, what a
+/// `vpdpbusd` of the lane with itself does (wrapping).
+#[inline(always)]
+fn dot_step(lane: i32, b: i8) -> i32 {
+    let d: i32 = lane
+        .to_le_bytes()
+        .iter()
+        .map(|&x| x as i32 * b as i32)
+        .sum();
+    lane.wrapping_add(d)
+}
+
+fn dot_i8_portable(iters: u64, init: i32, b: i8) -> i64 {
+    let mut acc = [[init; LANES_PORTABLE]; ACC_PORTABLE];
+    for _ in 0..iters {
+        for chain in acc.iter_mut() {
+            for x in chain.iter_mut() {
+                *x = dot_step(*x, b);
+            }
+        }
+    }
+    acc.iter().flatten().map(|&x| x as i64).sum()
+}
+
 /// Floating-point operations one round of the FMA probe performs on `vector` (2 per lane and FMA).
 fn flops_per_iter(vector: Vector) -> u64 {
     match vector {
@@ -651,6 +722,46 @@ fn flops_per_iter(vector: Vector) -> u64 {
         Vector::Avx2 => 2 * 8 * x86::ACC_256 as u64,
         _ => 2 * (LANES_PORTABLE * ACC_PORTABLE) as u64,
     }
+}
+
+/// Integer operations one round of the int8 dot probe performs on `vector` (2 per byte product).
+fn int8_ops_per_iter(vector: Vector) -> u64 {
+    match vector {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx512 => 2 * 64 * x86::ACC_512 as u64,
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx2 => 2 * 32 * x86::ACC_256 as u64,
+        _ => 2 * 4 * (LANES_PORTABLE * ACC_PORTABLE) as u64,
+    }
+}
+
+/// Whether the int8 probe has a kernel for `vector` here (512-bit needs VNNI).
+fn int8_supported(vector: Vector) -> bool {
+    match vector {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx512 => std::arch::is_x86_feature_detected!("avx512vnni"),
+        _ => true,
+    }
+}
+
+/// The int8 probe on `vector` (opaque starting values so nothing is computed at build time).
+fn run_dot_i8(vector: Vector, iters: u64) -> f32 {
+    let (init, b) = (black_box(0x0103_0507), black_box(-5i8));
+    let sum = match vector {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx512 if std::arch::is_x86_feature_detected!("avx512vnni") => {
+            // SAFETY: avx512f (implied by the Avx512 vector being supported) and avx512vnni
+            // were detected at run time.
+            unsafe { x86::dot_i8_avx512(iters, init, b) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx2 if std::arch::is_x86_feature_detected!("avx2") => {
+            // SAFETY: avx2 was detected at run time just above.
+            unsafe { x86::dot_i8_avx2(iters, init, b) }
+        }
+        _ => dot_i8_portable(iters, init, b),
+    };
+    sum as f32
 }
 
 fn run_fma(vector: Vector, iters: u64) -> f32 {
@@ -728,17 +839,44 @@ pub fn fma_peak(opts: &FmaOptions) -> f64 {
 
 /// Like [`fma_peak`], one sample per vector width tried.
 pub fn fma_peak_report(opts: &FmaOptions) -> Vec<FmaSample> {
+    peak_report(opts, run_fma, flops_per_iter, |_| true)
+}
+
+/// The int8 dot-product peak in 10⁹ integer operations per second (a u8×i8 product and its
+/// add count 2, as `2·m·n·k` counts a quantized matmul) on `opts.threads` threads at once: the
+/// best vector width (`vpdpbusd` with AVX-512 VNNI; `vpmaddubsw` + `vpmaddwd` with AVX2).
+/// This is the compute roof of the quantized kernels, which run on integer dot products.
+pub fn int8_peak(opts: &FmaOptions) -> f64 {
+    int8_peak_report(opts)
+        .iter()
+        .map(|s| s.gflops)
+        .fold(0.0, f64::max)
+}
+
+/// Like [`int8_peak`], one sample per vector width tried (`gflops` holds 10⁹ int ops/s).
+pub fn int8_peak_report(opts: &FmaOptions) -> Vec<FmaSample> {
+    peak_report(opts, run_dot_i8, int8_ops_per_iter, int8_supported)
+}
+
+/// Times `run` (independent chains, `ops(vector)` operations a round) on every thread at once
+/// for each supported vector width `usable` accepts.
+fn peak_report(
+    opts: &FmaOptions,
+    run: fn(Vector, u64) -> f32,
+    ops: fn(Vector) -> u64,
+    usable: fn(Vector) -> bool,
+) -> Vec<FmaSample> {
     let threads = opts.threads.max(1);
     opts.vectors
         .iter()
         .copied()
-        .filter(|v| Vector::supported().contains(v))
+        .filter(|v| Vector::supported().contains(v) && usable(*v))
         .map(|vector| {
             // Calibrate on one thread: iterations for the requested duration.
             let mut iters = 1u64 << 12;
             loop {
                 let t0 = Instant::now();
-                black_box(run_fma(vector, black_box(iters)));
+                black_box(run(vector, black_box(iters)));
                 let dt = t0.elapsed();
                 if dt >= Duration::from_millis(5) || iters >= 1 << 40 {
                     let scale = opts.duration.as_secs_f64() / dt.as_secs_f64().max(1e-9);
@@ -758,7 +896,7 @@ pub fn fma_peak_report(opts: &FmaOptions) -> Vec<FmaSample> {
                             for _ in 0..opts.reps.max(1) {
                                 barrier.wait();
                                 let t0 = Instant::now();
-                                black_box(run_fma(vector, black_box(iters)));
+                                black_box(run(vector, black_box(iters)));
                                 barrier.wait();
                                 times.push(t0.elapsed().as_secs_f64());
                             }
@@ -781,7 +919,7 @@ pub fn fma_peak_report(opts: &FmaOptions) -> Vec<FmaSample> {
                     }
                 }
             });
-            let flops = (flops_per_iter(vector) * iters) as f64 * threads as f64;
+            let flops = (ops(vector) * iters) as f64 * threads as f64;
             FmaSample {
                 vector,
                 threads,
@@ -848,6 +986,36 @@ mod tests {
     }
 
     #[test]
+    fn int8_probe_chains_compute_the_products() {
+        // Every vector width runs the same per-lane step: the sums agree with the scalar step.
+        let (rounds, init, b) = (9u64, 0x0103_0507, -5i8);
+        let lane = (0..rounds).fold(init, |x, _| dot_step(x, b)) as i64;
+        let portable = (ACC_PORTABLE * LANES_PORTABLE) as i64;
+        assert_eq!(dot_i8_portable(rounds, init, b), portable * lane);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: avx2 detected just above.
+                let got = unsafe { x86::dot_i8_avx2(rounds, init, b) };
+                assert_eq!(got, 8 * x86::ACC_256 as i64 * lane);
+            }
+            if std::arch::is_x86_feature_detected!("avx512vnni") {
+                // SAFETY: avx512vnni (which implies avx512f here) detected just above.
+                let got = unsafe { x86::dot_i8_avx512(rounds, init, b) };
+                assert_eq!(got, 16 * x86::ACC_512 as i64 * lane);
+            }
+        }
+        let opts = FmaOptions {
+            threads: 1,
+            duration: Duration::from_millis(2),
+            reps: 1,
+            ..FmaOptions::default()
+        };
+        let peak = int8_peak(&opts);
+        assert!(peak > 0.0 && peak.is_finite());
+    }
+
+    #[test]
     #[ignore = "measures the machine (~seconds); run with --ignored --nocapture"]
     fn print_machine_ceilings() {
         let r = read_bandwidth_report(&BandwidthOptions::default());
@@ -863,6 +1031,9 @@ mod tests {
         println!("best {:?}", r.best());
         for s in fma_peak_report(&FmaOptions::default()) {
             println!("fma {} {}T {:.1} GFLOP/s", s.vector, s.threads, s.gflops);
+        }
+        for s in int8_peak_report(&FmaOptions::default()) {
+            println!("int8 {} {}T {:.1} GOPS", s.vector, s.threads, s.gflops);
         }
     }
 }

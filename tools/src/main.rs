@@ -14,7 +14,7 @@ mod stats;
 mod sysinfo;
 mod tune;
 
-use bench::{BenchConfig, DeviceFilter, Mode, ShapeSet};
+use bench::{BenchConfig, DeviceFilter, Mode, ShapeSet, Suite};
 use clap::{Args, Parser, Subcommand};
 use peer::PeerSpec;
 use report::Format;
@@ -75,6 +75,14 @@ enum Cmd {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
+    /// Suites to run, comma-separated: matmul.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "matmul",
+        value_name = "LIST"
+    )]
+    suite: Vec<Suite>,
     /// Write JSON (one object: system, roofline, rows, notes) instead of the table.
     #[arg(long, group = "format")]
     json: bool,
@@ -193,6 +201,9 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
             "--reps {reps}: at least 5 repetitions are needed for a median and spread"
         ));
     }
+    if a.suite.is_empty() {
+        return Err("--suite: name at least one suite".into());
+    }
     if a.dtypes.is_empty() {
         return Err("--dtypes: name at least one dtype".into());
     }
@@ -242,6 +253,7 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
         ));
     }
     let cfg = BenchConfig {
+        suites: a.suite,
         quick: a.quick,
         dtypes: a.dtypes,
         modes: a.modes,

@@ -148,7 +148,7 @@ const ROW_HEADERS: [&str; 12] = [
     "device",
     "op",
     "dtype",
-    "m×n×k",
+    "case",
     "mode",
     "median",
     "min–max",
@@ -167,7 +167,7 @@ fn row_cells(r: &Row) -> Vec<String> {
         r.device.clone(),
         format!("{} {}", r.op, r.phase),
         r.dtype.clone(),
-        r.shape().to_string(),
+        r.case_label(),
         if r.copies > 1 {
             format!("{} ×{}", r.mode, r.copies)
         } else {
@@ -178,7 +178,7 @@ fn row_cells(r: &Row) -> Vec<String> {
         fmt_sig(r.gb_per_s),
         fmt_sig(r.gops),
         match (&r.roofline_pct, &r.bound) {
-            (Some(p), Some(b)) => format!("{p:.0}% {}", if b == "memory" { "mem" } else { "fma" }),
+            (Some(p), Some(b)) => format!("{p:.0}% {}", if b == "memory" { "mem" } else { b }),
             (Some(p), None) => format!("{p:.0}%"),
             _ => "—".into(),
         },
@@ -217,14 +217,15 @@ fn table(r: &Report) -> String {
                 x.device.clone(),
                 opt(x.bandwidth_gb_per_s),
                 opt(x.fma_gflops),
+                opt(x.int8_gops),
                 x.detail.clone(),
             ]
         })
         .collect();
     out.push_str(&aligned(
-        &["roofline", "read GB/s", "f32 GFLOP/s", "how"],
+        &["roofline", "read GB/s", "f32 GFLOP/s", "int8 GOPS", "how"],
         &roof,
-        &[false, true, true, false],
+        &[false, true, true, true, false],
     ));
     for x in r.roofline.iter().filter(|x| !x.hot.is_empty()) {
         let _ = writeln!(out, "{} hot working sets: {}", x.device, hot_list(&x.hot));
@@ -253,7 +254,8 @@ fn table(r: &Report) -> String {
     }
     out.push_str(
         "\nGB/s = (weights + x + y) bytes / median; GOPS = 2·m·n·k / median; % roof = GOPS over \
-         min(FMA peak, bandwidth × flops/byte); peer/ours > 1: wattle is faster.\n",
+         min(compute peak, bandwidth × flops/byte), the compute peak being the int8 dot-product \
+         peak for quantized weights and the f32 FMA peak otherwise; peer/ours > 1: wattle is faster.\n",
     );
     for n in &r.notes {
         let _ = writeln!(out, "note: {n}");
@@ -262,7 +264,7 @@ fn table(r: &Report) -> String {
 }
 
 /// CSV column names.
-pub const CSV_HEADER: &str = "device,device_kind,op,phase,dtype,m,n,k,mode,copies,reps,median_us,min_us,max_us,q1_us,q3_us,bytes,gb_per_s,gops,roofline_gb_per_s,roofline_pct,bound,peer,peer_us,peer_ratio,shape_note";
+pub const CSV_HEADER: &str = "device,device_kind,op,phase,dtype,m,n,k,mode,copies,reps,median_us,min_us,max_us,q1_us,q3_us,bytes,gb_per_s,gops,roofline_gb_per_s,roofline_pct,bound,peer,peer_us,peer_ratio,shape_note,case";
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
@@ -304,6 +306,7 @@ fn csv(r: &Report) -> String {
             num(x.peer_us),
             num(x.peer_ratio),
             csv_field(x.shape_note.as_deref().unwrap_or("")),
+            csv_field(x.case.as_deref().unwrap_or("")),
         ];
         out.push_str(&cells.join(","));
         out.push('\n');
@@ -321,15 +324,16 @@ fn markdown(r: &Report) -> String {
         let _ = writeln!(out, "- **{k}**: {}", md_cell(&v));
     }
     out.push_str(
-        "\n## Roofline\n\n| device | read GB/s | f32 GFLOP/s | how |\n|---|--:|--:|---|\n",
+        "\n## Roofline\n\n| device | read GB/s | f32 GFLOP/s | int8 GOPS | how |\n|---|--:|--:|--:|---|\n",
     );
     for x in &r.roofline {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             md_cell(&x.device),
             opt(x.bandwidth_gb_per_s),
             opt(x.fma_gflops),
+            opt(x.int8_gops),
             md_cell(&x.detail)
         );
     }
@@ -341,7 +345,7 @@ fn markdown(r: &Report) -> String {
             hot_list(&x.hot)
         );
     }
-    out.push_str("\n## Matmul\n\n");
+    out.push_str("\n## Figures\n\n");
     let mut headers = ROW_HEADERS.to_vec();
     headers.push("note");
     let _ = writeln!(out, "| {} |", headers.join(" | "));
@@ -408,6 +412,7 @@ mod tests {
             mode,
             copies: if mode == Mode::Hot { 1 } else { 2 },
             shape_note: (m == 512).then(|| "small | shape".to_string()),
+            case: None,
             time: Summary::from_seconds(&[3e-3, 3.2e-3, 2.9e-3, 3.1e-3, 3.0e-3]).unwrap(),
             bytes: 4096 * 14336 * 4,
             gb_per_s: 78.3,
@@ -426,6 +431,7 @@ mod tests {
                 device: "cpu (AMD EPYC)".into(),
                 bandwidth_gb_per_s: Some(82.0),
                 fma_gflops: Some(577.0),
+                int8_gops: Some(1200.0),
                 detail: "read prefetch avx512 × 2 threads".into(),
                 hot: vec![HotBandwidth {
                     bytes: 4096 * 14336 * 4,
@@ -489,7 +495,7 @@ mod tests {
         let s = render(&sample(), Format::Markdown).unwrap();
         let rows: Vec<&str> = s
             .lines()
-            .skip_while(|l| !l.starts_with("## Matmul"))
+            .skip_while(|l| !l.starts_with("## Figures"))
             .filter(|l| l.starts_with('|'))
             .collect();
         assert_eq!(rows.len(), 2 + 3);

@@ -1,4 +1,5 @@
-//! `wattle bench`: rooflines, matmul figures (hot and cold) and the peer comparison.
+//! `wattle bench`: rooflines, the figures of each suite (matmul hot and cold, …) and the peer
+//! comparison.
 
 use crate::peer::{self, PeerFigure, PeerSpec};
 use crate::stats::Summary;
@@ -39,6 +40,46 @@ impl FromStr for Mode {
             "cold" => Ok(Mode::Cold),
             _ => Err(format!("unknown mode `{s}` (expected hot or cold)")),
         }
+    }
+}
+
+/// A group of figures `wattle bench --suite` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Suite {
+    /// `rt.matmul`: every weight dtype at decode and prefill, hot and cold.
+    Matmul,
+}
+
+impl Suite {
+    /// Every suite, in the order a run takes them.
+    pub const ALL: [Suite; 1] = [Suite::Matmul];
+
+    /// Lower-case name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Suite::Matmul => "matmul",
+        }
+    }
+}
+
+impl fmt::Display for Suite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Suite {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().to_ascii_lowercase();
+        Suite::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Suite::ALL.iter().map(|x| x.name()).collect();
+                format!("unknown suite `{s}` (expected {})", names.join(", "))
+            })
     }
 }
 
@@ -128,6 +169,8 @@ pub fn shapes_for(dev: &Device, quick: bool) -> ShapeSet {
 /// Settings of one `wattle bench` run.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
+    /// The suites to run.
+    pub suites: Vec<Suite>,
     /// Smaller shapes and fewer repetitions.
     pub quick: bool,
     /// Weight dtypes.
@@ -163,6 +206,9 @@ pub struct Roofline {
     pub bandwidth_gb_per_s: Option<f64>,
     /// f32 FMA peak, GFLOP/s.
     pub fma_gflops: Option<f64>,
+    /// int8 dot-product peak, 10⁹ int ops/s (a product and its add count 2): the compute roof
+    /// of quantized weights, whose kernels multiply integer codes.
+    pub int8_gops: Option<f64>,
     /// How the figures were found (best pattern, threads, vector width), or why they are missing.
     pub detail: String,
     /// Read bandwidth over a buffer the size of each hot-mode working set (CPU): rereading the
@@ -187,6 +233,7 @@ impl Roofline {
             device,
             bandwidth_gb_per_s: None,
             fma_gflops: None,
+            int8_gops: None,
             detail: detail.into(),
             hot: Vec::new(),
         }
@@ -209,17 +256,28 @@ impl Roofline {
         }
     }
 
-    /// Attainable GFLOP/s at arithmetic intensity `flops_per_byte` with bandwidth `bw` GB/s
-    /// (the lower of the two roofs), and which one binds (`memory` or `compute`).
+    /// The compute roof of a weight dtype and its name: the int8 dot-product peak for
+    /// quantized weights (when measured), else the f32 FMA peak.
+    pub fn compute_roof(&self, quantized: bool) -> Option<(f64, &'static str)> {
+        match (quantized, self.int8_gops, self.fma_gflops) {
+            (true, Some(i), _) => Some((i, "int8")),
+            (_, _, Some(f)) => Some((f, "fma")),
+            _ => None,
+        }
+    }
+
+    /// Attainable GOPS at arithmetic intensity `flops_per_byte` with bandwidth `bw` GB/s and
+    /// compute roof `compute` (the lower of the two roofs), and which one binds (`memory`, or
+    /// the compute roof's name).
     pub fn attainable_with(
-        &self,
         bw: Option<f64>,
+        compute: Option<(f64, &'static str)>,
         flops_per_byte: f64,
     ) -> Option<(f64, &'static str)> {
         let mem = bw.map(|b| b * flops_per_byte);
-        match (mem, self.fma_gflops) {
-            (Some(m), Some(c)) if m < c => Some((m, "memory")),
-            (_, Some(c)) => Some((c, "compute")),
+        match (mem, compute) {
+            (Some(m), Some((c, _))) if m < c => Some((m, "memory")),
+            (_, Some(c)) => Some(c),
             (Some(m), None) => Some((m, "memory")),
             (None, None) => None,
         }
@@ -251,6 +309,9 @@ pub struct Row {
     pub copies: usize,
     /// Why the shape is not the standard one, if it is not.
     pub shape_note: Option<String>,
+    /// The case in words for figures that are not a matmul (e.g. `ctx 16384, 32/8 heads,
+    /// d 128`), shown instead of `m×n×k`; `m`, `n`, `k` then hold the op's nearest analogues.
+    pub case: Option<String>,
     /// Timings.
     #[serde(flatten)]
     pub time: Summary,
@@ -281,6 +342,23 @@ impl Row {
             m: self.m,
             n: self.n,
             k: self.k,
+        }
+    }
+
+    /// The case as the table shows it: [`Row::case`], else `m×n×k`.
+    pub fn case_label(&self) -> String {
+        self.case
+            .clone()
+            .unwrap_or_else(|| self.shape().to_string())
+    }
+
+    /// Bytes of the operands the op reuses across calls (the matmul's weights): what hot mode
+    /// keeps in the caches.
+    fn reused_bytes(&self) -> u64 {
+        if self.case.is_some() {
+            self.bytes
+        } else {
+            self.bytes - 4 * (self.m * self.k + self.m * self.n) as u64
         }
     }
 }
@@ -464,12 +542,17 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
             )
         })
         .collect();
-    let figures: usize = plan
-        .iter()
-        .map(|(_, s)| s.ms.len() * cfg.dtypes.len() * cfg.modes.len())
-        .sum();
-    let total =
-        figures + if cfg.no_roofline { 0 } else { devices.len() } + usize::from(cfg.peer.is_some());
+    let matmul = cfg.suites.contains(&Suite::Matmul);
+    let figures: usize = if matmul {
+        plan.iter()
+            .map(|(_, s)| s.ms.len() * cfg.dtypes.len() * cfg.modes.len())
+            .sum()
+    } else {
+        0
+    };
+    let total = figures
+        + if cfg.no_roofline { 0 } else { devices.len() }
+        + usize::from(cfg.peer.is_some() && matmul);
     let progress = Progress::new(total as u64);
 
     let mut roofline = Vec::new();
@@ -492,8 +575,10 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
     }
 
     let mut rows = Vec::new();
-    for (dev, shapes) in &plan {
-        bench_device(rt, dev, shapes, cfg, &progress, &mut rows, &mut notes);
+    if matmul {
+        for (dev, shapes) in &plan {
+            bench_device(rt, dev, shapes, cfg, &progress, &mut rows, &mut notes);
+        }
     }
 
     // No kernel may beat the roofline. A probe that ran while the machine was busy can read
@@ -523,14 +608,14 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
                 r.device,
                 r.dtype,
                 r.phase,
-                r.shape(),
+                r.case_label(),
                 r.mode,
                 r.roofline_pct.unwrap_or_default()
             ));
         }
     }
 
-    if let Some(spec) = &cfg.peer {
+    if let Some(spec) = cfg.peer.as_ref().filter(|_| matmul) {
         progress.start(format!("peer {} ({})", spec.name, spec.path.display()));
         match peer::run(spec, system.kernel_threads) {
             Ok(figs) => {
@@ -604,9 +689,15 @@ pub fn apply_rooflines(rows: &mut [Row], rooflines: &[Roofline]) {
         let Some(roof) = rooflines.iter().find(|x| x.device == r.device) else {
             continue;
         };
-        let weight_bytes = r.bytes - 4 * (r.m * r.k + r.m * r.n) as u64;
-        let bw = roof.bandwidth_for(r.mode, weight_bytes);
-        let att = roof.attainable_with(bw, r.shape().flops() / r.bytes as f64);
+        let bw = roof.bandwidth_for(r.mode, r.reused_bytes());
+        let quantized = r.dtype.parse::<DType>().is_ok_and(|d| d.is_quantized());
+        // Operations per byte moved (both figures are over the same median time).
+        let intensity = if r.gb_per_s > 0.0 {
+            r.gops / r.gb_per_s
+        } else {
+            0.0
+        };
+        let att = Roofline::attainable_with(bw, roof.compute_roof(quantized), intensity);
         r.roofline_gb_per_s = bw;
         r.roofline_pct = att.map(|(a, _)| 100.0 * r.gops / a);
         r.bound = att.map(|(_, b)| b.to_string());
@@ -625,6 +716,7 @@ impl Roofline {
         }
         self.bandwidth_gb_per_s = max(self.bandwidth_gb_per_s, other.bandwidth_gb_per_s);
         self.fma_gflops = max(self.fma_gflops, other.fma_gflops);
+        self.int8_gops = max(self.int8_gops, other.int8_gops);
         for h in &other.hot {
             match self.hot.iter_mut().find(|x| x.bytes == h.bytes) {
                 Some(x) => x.gb_per_s = x.gb_per_s.max(h.gb_per_s),
@@ -657,11 +749,10 @@ fn measure_roofline(
             probe::FmaOptions::default()
         };
         let bw_report = probe::read_bandwidth_report(&bw);
-        let fma_report = probe::fma_peak_report(&fma);
-        let best_fma = fma_report
-            .iter()
-            .max_by(|a, b| a.gflops.total_cmp(&b.gflops))
-            .copied();
+        let best =
+            |r: Vec<probe::FmaSample>| r.into_iter().max_by(|a, b| a.gflops.total_cmp(&b.gflops));
+        let best_fma = best(probe::fma_peak_report(&fma));
+        let best_int8 = best(probe::int8_peak_report(&fma));
         let best_bw = bw_report.best();
         let mut detail = Vec::new();
         if let Some(b) = best_bw {
@@ -675,6 +766,9 @@ fn measure_roofline(
         }
         if let Some(f) = best_fma {
             detail.push(format!("fma {} × {} threads", f.vector, f.threads));
+        }
+        if let Some(i) = best_int8 {
+            detail.push(format!("int8 dot {} × {} threads", i.vector, i.threads));
         }
         if (bw_report.bytes as u64) < 4 * cfg.llc_bytes {
             notes.push(format!(
@@ -698,6 +792,7 @@ fn measure_roofline(
             device: label,
             bandwidth_gb_per_s: best_bw.map(|b| b.gb_per_s),
             fma_gflops: best_fma.map(|f| f.gflops),
+            int8_gops: best_int8.map(|i| i.gflops),
             detail: detail.join("; "),
             hot,
         }
@@ -721,6 +816,7 @@ fn gpu_roofline(dev: &Device, label: String) -> Roofline {
         device: label,
         bandwidth_gb_per_s: bw.ok().filter(|b| b.is_finite() && *b > 0.0),
         fma_gflops: fma.ok().filter(|f| f.is_finite() && *f > 0.0),
+        int8_gops: None,
         detail: detail.join("; "),
         hot: Vec::new(),
     }
@@ -866,6 +962,7 @@ fn bench_device(
                     mode,
                     copies: used.len(),
                     shape_note: shapes.label.clone(),
+                    case: None,
                     time,
                     bytes,
                     gb_per_s: bytes as f64 / secs / 1e9,
@@ -915,34 +1012,44 @@ mod tests {
             device: "cpu".into(),
             bandwidth_gb_per_s: Some(80.0),
             fma_gflops: Some(500.0),
+            int8_gops: Some(1500.0),
             detail: String::new(),
             hot: vec![HotBandwidth {
                 bytes: 1000,
                 gb_per_s: 300.0,
             }],
         };
+        let (bw, f32_roof) = (r.bandwidth_gb_per_s, r.compute_roof(false));
         // Decode f32: ~0.5 flop/byte -> memory bound at 40 GFLOP/s.
         assert_eq!(
-            r.attainable_with(r.bandwidth_gb_per_s, 0.5),
+            Roofline::attainable_with(bw, f32_roof, 0.5),
             Some((40.0, "memory"))
         );
-        // Prefill: 100 flop/byte -> compute bound.
+        // Prefill: 100 flop/byte -> compute bound; quantized weights meet the int8 roof.
         assert_eq!(
-            r.attainable_with(r.bandwidth_gb_per_s, 100.0),
-            Some((500.0, "compute"))
+            Roofline::attainable_with(bw, f32_roof, 100.0),
+            Some((500.0, "fma"))
+        );
+        assert_eq!(
+            Roofline::attainable_with(bw, r.compute_roof(true), 100.0),
+            Some((1500.0, "int8"))
         );
         let none = Roofline {
             bandwidth_gb_per_s: None,
             fma_gflops: None,
+            int8_gops: None,
             ..r
         };
-        assert_eq!(none.attainable_with(None, 1.0), None);
-        // Hot rows whose working set was probed get the cache ceiling; others the memory one.
+        assert_eq!(none.compute_roof(true), None);
+        assert_eq!(Roofline::attainable_with(None, None, 1.0), None);
+        // Without an int8 figure quantized weights fall back to the FMA roof.
         let r = Roofline {
             bandwidth_gb_per_s: Some(80.0),
             fma_gflops: Some(500.0),
             ..none
         };
+        assert_eq!(r.compute_roof(true), Some((500.0, "fma")));
+        // Hot rows whose working set was probed get the cache ceiling; others the memory one.
         assert_eq!(r.bandwidth_for(Mode::Hot, 1000), Some(300.0));
         assert_eq!(r.bandwidth_for(Mode::Cold, 1000), Some(80.0));
         assert_eq!(r.bandwidth_for(Mode::Hot, 2000), Some(80.0));
@@ -954,6 +1061,7 @@ mod tests {
             device: "cpu (x)".into(),
             bandwidth_gb_per_s: Some(50.0),
             fma_gflops: Some(500.0),
+            int8_gops: None,
             detail: "first".into(),
             hot: vec![HotBandwidth {
                 bytes: 4096 * 14336 * 4,
@@ -978,6 +1086,7 @@ mod tests {
             mode,
             copies: 1,
             shape_note: None,
+            case: None,
             time: Summary::from_seconds(&[bytes as f64 / 30e9; 5]).unwrap(),
             bytes,
             gb_per_s: 30.0,
