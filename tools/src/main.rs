@@ -6,6 +6,7 @@ mod calibrate;
 mod compare;
 mod devices;
 mod gguf_cmd;
+mod llm;
 mod meters;
 mod peer;
 mod plan;
@@ -69,6 +70,14 @@ enum Cmd {
     /// Print a GGUF file's metadata and tensor table.
     Inspect {
         /// The GGUF file.
+        file: PathBuf,
+    },
+    /// Print the token ids of a text file (read verbatim; special-token text not parsed) under a
+    /// GGUF model's tokenizer, space separated, BOS only when the model asks for it.
+    Tokenize {
+        /// The GGUF model (its `tokenizer.ggml.*` metadata).
+        model: PathBuf,
+        /// The text file.
         file: PathBuf,
     },
 }
@@ -160,6 +169,7 @@ fn main() -> ExitCode {
             dtype,
         } => gguf_cmd::quantize(&input, &output, dtype),
         Cmd::Inspect { file } => gguf_cmd::inspect(&file),
+        Cmd::Tokenize { model, file } => llm::tokenizer::run(&model, &file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
