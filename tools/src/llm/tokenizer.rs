@@ -1168,3 +1168,297 @@ pub fn run(model: &Path, file: &Path) -> Result<(), String> {
         .and_then(|()| out.flush())
         .map_err(|e| format!("writing the ids: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wattle::gguf::{GgufWriter, ValueType};
+
+    /// The SmolLM2 GGUF when `tools/fetch-model.sh` has cached it (`$WATTLE_MODELS`, default
+    /// `$TMPDIR/wattle-models`); tests never download it.
+    fn smollm2() -> Option<Tokenizer> {
+        let dir = std::env::var_os("WATTLE_MODELS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("wattle-models"));
+        let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+        if !path.exists() {
+            eprintln!("tokenizer: SmolLM2 GGUF not found (WATTLE_MODELS): skipped");
+            return None;
+        }
+        Some(Tokenizer::open(&path).expect("load SmolLM2's tokenizer"))
+    }
+
+    fn edge_text() -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tokenize_edge.txt");
+        std::fs::read(path).expect("tests/data/tokenize_edge.txt")
+    }
+
+    fn strings(items: &[&str]) -> Value {
+        Value::Array {
+            elem: ValueType::String,
+            items: items.iter().map(|s| Value::String((*s).into())).collect(),
+        }
+    }
+
+    /// A GGUF holding a small tokenizer: the 256 byte characters, a few merges, `<|s|>` (control)
+    /// and `<u>` (user-defined); `edit` changes the metadata before it is written.
+    fn tiny(edit: impl FnOnce(&mut GgufWriter)) -> Result<Tokenizer, TokenizerError> {
+        let chars = byte_chars();
+        let mut tokens: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
+        let merges = ["h e", "l l", "he ll", "hell o", "Ġ w", "Ġw o", "a a"];
+        for m in merges {
+            tokens.push(m.replace(' ', ""));
+        }
+        tokens.push("<|s|>".into());
+        tokens.push("<u>".into());
+        let n = tokens.len();
+        let mut types = vec![Value::I32(1); n];
+        types[n - 2] = Value::I32(3);
+        types[n - 1] = Value::I32(4);
+        let token_refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        let mut w = GgufWriter::new();
+        w.set(KEY_MODEL, Value::String("gpt2".into()));
+        w.set(KEY_PRE, Value::String("smollm".into()));
+        w.set(KEY_TOKENS, strings(&token_refs));
+        w.set(
+            KEY_TOKEN_TYPE,
+            Value::Array {
+                elem: ValueType::I32,
+                items: types,
+            },
+        );
+        w.set(KEY_MERGES, strings(&merges));
+        w.set("tokenizer.ggml.bos_token_id", Value::U32(n as u32 - 2));
+        edit(&mut w);
+        let mut bytes = Vec::new();
+        w.write_to(&mut bytes).expect("write GGUF");
+        let f = GgufFile::from_bytes(&bytes).expect("read GGUF");
+        Tokenizer::from_gguf(&f)
+    }
+
+    fn words(text: &str) -> Vec<String> {
+        let cps: Vec<u32> = text.chars().map(u32::from).collect();
+        let mut w = Vec::new();
+        split_gpt2(&cps, 0, classes(), &mut w);
+        w.iter()
+            .map(|&(a, b)| text.chars().skip(a).take(b - a).collect())
+            .collect()
+    }
+
+    #[test]
+    fn byte_characters_are_gpt2s() {
+        let chars = byte_chars();
+        assert_eq!(chars[b' ' as usize], 'Ġ');
+        assert_eq!(chars[b'\n' as usize], 'Ċ');
+        assert_eq!(chars[b'a' as usize], 'a');
+        assert_eq!(chars[0xAD], '\u{143}');
+        let back = char_bytes();
+        assert_eq!(back.len(), 256, "the map is one to one");
+        assert!((0..=255u8).all(|b| back[&chars[b as usize]] == b));
+    }
+
+    #[test]
+    fn character_classes() {
+        let c = classes();
+        let class = |ch: char| c.class(u32::from(ch));
+        for ch in ['a', 'Z', 'é', 'Ж', '日', 'ا', '한', '𝐀', 'ǅ', 'ʰ'] {
+            assert_eq!(class(ch), LETTER, "{ch:?}");
+        }
+        for ch in ['0', '9', '٣', '½', '²', 'Ⅻ', '१', '𝟘'] {
+            assert_eq!(class(ch), NUMBER, "{ch:?}");
+        }
+        for ch in [
+            ' ', '\t', '\n', '\r', '\u{b}', '\u{85}', '\u{a0}', '\u{3000}', '\u{2028}',
+        ] {
+            assert_eq!(class(ch), SPACE, "{ch:?}");
+        }
+        // Marks, symbols, punctuation, format characters: none of the three.
+        for ch in [
+            '\u{301}', 'Ⓐ', '.', '\'', '😀', '\u{200b}', '\u{200d}', '\u{1c}',
+        ] {
+            assert_eq!(class(ch), 0, "{ch:?}");
+        }
+        assert_eq!(c.class(0x10FFFF), 0);
+        assert_eq!(c.class(0x1F_FFFF), 0);
+    }
+
+    #[test]
+    fn gpt2_pattern_splits_like_the_regex() {
+        assert_eq!(words("Hello world"), ["Hello", " world"]);
+        assert_eq!(
+            words("I'm can't we'll"),
+            ["I", "'m", " can", "'t", " we", "'ll"]
+        );
+        assert_eq!(words("IT'S 'x"), ["IT", "'", "S", " '", "x"]);
+        assert_eq!(words("a  b"), ["a", " ", " b"]);
+        assert_eq!(words("a   \n b"), ["a", "   \n", " b"]);
+        assert_eq!(words("x  "), ["x", "  "]);
+        assert_eq!(words("\n\n\nz"), ["\n\n", "\n", "z"]);
+        assert_eq!(words(" \tz"), [" ", "\t", "z"]);
+        assert_eq!(words("3.14 ok!?"), ["3", ".", "14", " ok", "!?"]);
+        assert_eq!(words("  leading"), [" ", " leading"]);
+        assert_eq!(words("é\u{301}x"), ["é", "\u{301}", "x"]);
+        assert_eq!(words(""), Vec::<String>::new());
+    }
+
+    #[test]
+    fn lenient_utf8_like_llamacpp() {
+        let mut cps = Vec::new();
+        decode_lenient("aé€😀".as_bytes(), &mut cps);
+        assert_eq!(cps, [0x61, 0xE9, 0x20AC, 0x1F600]);
+        // Stray continuation, truncated sequences, bad lead byte: U+FFFD each, one byte at a time.
+        decode_lenient(b"\x80x\xe2\x82y\xff", &mut cps);
+        assert_eq!(cps, [0xFFFD, 0x78, 0xFFFD, 0xFFFD, 0x79, 0xFFFD]);
+        // Overlong forms and surrogates are not checked.
+        decode_lenient(b"\xc0\x80\xed\xa0\x80", &mut cps);
+        assert_eq!(cps, [0, 0xD800]);
+        let mut out = Vec::new();
+        for &c in &cps {
+            push_utf8(c, &mut out);
+        }
+        assert_eq!(out, b"\0\xed\xa0\x80");
+        out.clear();
+        push_utf8(0x1F_FFFF, &mut out);
+        assert_eq!(out, "\u{FFFD}".as_bytes());
+    }
+
+    #[test]
+    fn utf8_stream_holds_split_characters() {
+        let text = "aé€😀z";
+        let mut s = Utf8Stream::new();
+        let mut got = String::new();
+        for b in text.as_bytes() {
+            got += &s.push(std::slice::from_ref(b));
+        }
+        got += &s.finish();
+        assert_eq!(got, text);
+        // A malformed byte is replaced at once; an unfinished character only at the end.
+        assert_eq!(s.push(b"x\xffy\xe2\x82"), "x\u{FFFD}y");
+        assert_eq!(s.finish(), "\u{FFFD}");
+    }
+
+    #[test]
+    fn tiny_vocabulary_merges_by_rank() {
+        let t = tiny(|_| {}).unwrap();
+        let id = |s: &str| t.token_id(s).unwrap();
+        assert_eq!(t.encode("hello", false, false), [id("hello")]);
+        assert_eq!(
+            t.encode("hello world", false, false),
+            [id("hello"), id("Ġwo"), id("r"), id("l"), id("d")]
+        );
+        // Equal ranks merge leftmost first: "aaa" is "aa" "a".
+        assert_eq!(t.encode("aaa", false, false), [id("aa"), id("a")]);
+        // Digits are words of their own.
+        assert_eq!(t.encode("h1e", false, false), [id("h"), id("1"), id("e")]);
+        assert_eq!(
+            t.decode(&t.encode("hello world", false, false), false),
+            "hello world"
+        );
+        assert!(t.encode("", true, true).is_empty());
+    }
+
+    #[test]
+    fn tiny_vocabulary_special_tokens() {
+        let t = tiny(|_| {}).unwrap();
+        let (s, u) = (t.token_id("<|s|>").unwrap(), t.token_id("<u>").unwrap());
+        assert_eq!(t.token_type(s), Some(TokenType::Control));
+        // Control text is a token only with parse_special; user-defined text always.
+        let plain = t.encode("he<|s|>he<u>", false, false);
+        assert!(!plain.contains(&s) && plain.contains(&u), "{plain:?}");
+        let parsed = t.encode("he<|s|>he<u>", false, true);
+        let he = t.token_id("he").unwrap();
+        assert_eq!(parsed, [he, s, he, u]);
+        assert_eq!(t.decode(&parsed, false), "hehe<u>");
+        assert_eq!(t.decode(&parsed, true), "he<|s|>he<u>");
+        // BOS only when the model asks for it.
+        assert_eq!(t.encode("he", true, false), [he]);
+        let b = tiny(|w| w.set("tokenizer.ggml.add_bos_token", Value::Bool(true))).unwrap();
+        assert_eq!(b.encode("he", true, false), [s, he]);
+        assert_eq!(b.encode("he", false, false), [he]);
+    }
+
+    #[test]
+    fn clear_errors() {
+        let err = |edit: fn(&mut GgufWriter)| tiny(edit).unwrap_err().to_string();
+        let e = err(|w| w.set(KEY_MODEL, Value::String("llama".into())));
+        assert!(e.contains("unsupported tokenizer model \"llama\""), "{e}");
+        let e = err(|w| w.set(KEY_PRE, Value::String("qwen2".into())));
+        assert!(e.contains("unsupported pre-tokenizer \"qwen2\""), "{e}");
+        let e = err(|w| w.set(KEY_MERGES, strings(&["h e", "ll"])));
+        assert!(e.contains("bad merge rule #1 \"ll\""), "{e}");
+        let e = err(|w| w.set(KEY_MERGES, Value::U32(3)));
+        assert!(e.contains("is not an array of strings"), "{e}");
+        let e = err(|w| {
+            w.set(
+                KEY_TOKEN_TYPE,
+                Value::Array {
+                    elem: ValueType::I32,
+                    items: vec![],
+                },
+            )
+        });
+        assert!(e.contains("has 0 entries for 265 tokens"), "{e}");
+        let e = err(|w| w.set(KEY_TOKENS, strings(&[])));
+        assert!(e.contains("vocabulary size 0"), "{e}");
+        let mut w = GgufWriter::new();
+        w.set("general.architecture", Value::String("llama".into()));
+        let mut bytes = Vec::new();
+        w.write_to(&mut bytes).unwrap();
+        let e = Tokenizer::from_gguf(&GgufFile::from_bytes(&bytes).unwrap()).unwrap_err();
+        assert_eq!(e, TokenizerError::MissingKey(KEY_MODEL));
+    }
+
+    #[test]
+    fn smollm2_metadata() {
+        let Some(t) = smollm2() else { return };
+        assert_eq!(t.n_vocab(), 49152);
+        assert_eq!(t.pre_tokenizer(), PreTokenizer::DigitsThenGpt2);
+        assert_eq!(
+            (t.bos(), t.eos(), t.unk(), t.pad()),
+            (Some(1), Some(2), Some(0), Some(2))
+        );
+        assert!(!t.add_bos() && !t.add_eos());
+        assert_eq!(t.token_text(1), Some("<|im_start|>"));
+        assert!(t.is_eog(0) && t.is_eog(2) && !t.is_eog(1));
+    }
+
+    #[test]
+    fn smollm2_round_trip() {
+        let Some(t) = smollm2() else { return };
+        let mut texts = vec![edge_text()];
+        let gpl = Path::new("/usr/share/common-licenses/GPL-3");
+        if let Ok(b) = std::fs::read(gpl) {
+            texts.push(b);
+        }
+        for text in &texts {
+            let ids = t.encode(text, true, false);
+            assert_eq!(t.decode_bytes(&ids, false), *text);
+            // Token by token through the stream buffer, as generation prints.
+            let mut s = Utf8Stream::new();
+            let mut out = String::new();
+            for &id in &ids {
+                out += &s.push(t.token_bytes(id, false));
+            }
+            out += &s.finish();
+            assert_eq!(out.as_bytes(), &text[..]);
+            // Parsing special text and printing it back also round-trips.
+            let ids = t.encode(text, false, true);
+            assert_eq!(t.decode_bytes(&ids, true), *text);
+        }
+    }
+
+    #[test]
+    fn smollm2_chat_prompt() {
+        let Some(t) = smollm2() else { return };
+        let prompt = "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n";
+        let ids = t.encode(prompt, true, true);
+        assert_eq!(ids.first(), Some(&1));
+        assert_eq!(ids.iter().filter(|&&i| i == 1).count(), 2);
+        assert_eq!(ids.iter().filter(|&&i| i == 2).count(), 1);
+        assert_eq!(t.decode(&ids, false), "user\nHi!\nassistant\n");
+        assert_eq!(t.decode(&ids, true), prompt);
+        let plain = t.encode(prompt, true, false);
+        assert!(!plain.contains(&1) && !plain.contains(&2));
+        assert_eq!(t.decode(&plain, false), prompt);
+    }
+}
