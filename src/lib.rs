@@ -24,6 +24,7 @@ pub mod gguf;
 mod host;
 mod kv;
 mod linear_attention;
+mod ops;
 mod runtime;
 pub mod sched;
 mod tensor;
@@ -34,6 +35,7 @@ pub use device::{Device, DeviceFeatures, DeviceInfo, DeviceKind, DeviceLimits, G
 pub use error::{Error, Result};
 pub use kv::{Eviction, KvCache, KvCacheConfig, KvFormat};
 pub use linear_attention::{LinearAttention, LinearForm};
+pub use ops::{RopeMode, RopeParams};
 pub use runtime::Runtime;
 pub use tensor::Tensor;
 pub use wattle_kernels::{DType, Isa};

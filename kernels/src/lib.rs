@@ -11,6 +11,7 @@ pub mod isa;
 pub mod kv;
 pub mod linear_attn;
 pub mod matmul;
+pub mod ops;
 pub mod pool;
 pub mod probe;
 pub mod qmatmul;

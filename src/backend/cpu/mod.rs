@@ -1,5 +1,7 @@
 //! The CPU backend: wattle-kernels on the process-wide thread pool.
 
+mod ops;
+
 use crate::attention::AttentionShape;
 use crate::device::{Backend, Device, DeviceFeatures, DeviceInfo, DeviceKind, DeviceLimits};
 use crate::error::{Error, Result};
