@@ -87,7 +87,7 @@ fn plan(s: AttnShape, p: &AttnParams<'_>, threads: usize) -> Vec<Unit> {
     let tiles = s.t_q.div_ceil(QT);
     // Few query tiles (decode): every KV head in each unit, so a unit streams contiguous
     // token rows; many: one head per unit.
-    let heads = if tiles * s.h_kv >= 2 * threads {
+    let heads = if tiles > 1 && tiles * s.h_kv >= 2 * threads {
         1
     } else {
         s.h_kv
@@ -341,10 +341,14 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
         live[..nb].fill(false);
         // Scores, key-major so the heads' rows of a token are read in address order.
         for jj in j..jb {
-            if nh > 1 && jj + PF < u.j1 {
-                // Every head's rows of a token are contiguous: fetch those `PF` tokens ahead,
-                // spread over the loop, so DRAM streams while this token computes.
-                prefetch_rows::<S>(c.k, (jj + PF) * s.h_kv, s.h_kv, d);
+            if nh > 1 {
+                // Every head's rows of a token are contiguous: fetch the keys `PF` tokens ahead,
+                // spread over the loop, so DRAM streams while this token computes, and this
+                // token's values, which the value pass reads after the block's scores.
+                if jj + PF < u.j1 {
+                    prefetch_rows::<S>(c.k, (jj + PF) * s.h_kv, s.h_kv, d);
+                }
+                prefetch_rows::<S>(c.v, jj * s.h_kv, s.h_kv, dv);
             }
             let kpos = p.key_pos(jj);
             for (i, rg) in ranges.iter().enumerate() {
@@ -420,68 +424,42 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
             }
             st[1] += S::hsum(sum);
         }
-        if nh > 1 {
-            // Weighted values, key-major (address order): each head's rows in groups of 4.
-            for (jj, _) in live[..nb].iter().enumerate().filter(|(_, &l)| l) {
-                if j + jj + PF < u.j1 {
-                    prefetch_rows::<S>(c.v, (j + jj + PF) * s.h_kv, s.h_kv, dv);
-                }
-                for gi in 0..nh {
-                    let vr = row::<S>(c.v, (j + jj) * s.h_kv + u.g0 + gi, dv, &mut vscr);
-                    let mut r = gi * nr;
-                    while r < (gi + 1) * nr {
-                        let n = ((gi + 1) * nr - r).min(4);
-                        let mut w = [S::zero(); 4];
-                        for (x, w) in w.iter_mut().enumerate().take(n) {
-                            *w = S::splat(*sc.get_unchecked((r + x) * KB + jj));
-                        }
-                        for cc in 0..dv / lanes {
-                            let vv = vr.load::<S>(cc);
-                            for (x, w) in w.iter().enumerate().take(n) {
-                                let pa = buf.as_mut_ptr().add((r + x) * stride + 2 + cc * lanes);
-                                S::store(pa, S::fma(*w, vv, S::load(pa)));
-                            }
-                        }
-                        r += n;
-                    }
+        // Weighted values, per head: rows in groups of 4, each V vector held in registers
+        // across the block's keys (the rows were prefetched during the score pass).
+        for gi in 0..nh {
+            for jj in j..jb {
+                if live[jj - j] {
+                    let scr = &mut vscr[(jj - j) * dv..][..dv];
+                    vrows[jj - j] = row::<S>(c.v, jj * s.h_kv + u.g0 + gi, dv, scr);
                 }
             }
-            j = jb;
-            continue;
-        }
-        // One head: rows in groups of 4, each V vector held in registers across the keys.
-        for jj in j..jb {
-            if live[jj - j] {
-                let scr = &mut vscr[(jj - j) * dv..][..dv];
-                vrows[jj - j] = row::<S>(c.v, jj * s.h_kv + u.g0, dv, scr);
-            }
-        }
-        let mut r = 0;
-        while r < nr {
-            let n = (nr - r).min(4);
-            for cc in 0..dv / lanes {
-                let mut a = [S::zero(); 4];
-                for (x, acc) in a.iter_mut().enumerate().take(n) {
-                    *acc = S::load(buf.as_ptr().add((r + x) * stride + 2 + cc * lanes));
-                }
-                for jj in 0..nb {
-                    if !live[jj] {
-                        continue;
-                    }
-                    let vv = vrows[jj].load::<S>(cc);
+            let mut r = gi * nr;
+            while r < (gi + 1) * nr {
+                let n = ((gi + 1) * nr - r).min(4);
+                for cc in 0..dv / lanes {
+                    let mut a = [S::zero(); 4];
                     for (x, acc) in a.iter_mut().enumerate().take(n) {
-                        let w = *sc.get_unchecked((r + x) * KB + jj);
-                        *acc = S::fma(S::splat(w), vv, *acc);
+                        *acc = S::load(buf.as_ptr().add((r + x) * stride + 2 + cc * lanes));
+                    }
+                    for jj in 0..nb {
+                        if !live[jj] {
+                            continue;
+                        }
+                        let vv = vrows[jj].load::<S>(cc);
+                        for (x, acc) in a.iter_mut().enumerate().take(n) {
+                            let w = *sc.get_unchecked((r + x) * KB + jj);
+                            *acc = S::fma(S::splat(w), vv, *acc);
+                        }
+                    }
+                    for (x, acc) in a.iter().enumerate().take(n) {
+                        S::store(
+                            buf.as_mut_ptr().add((r + x) * stride + 2 + cc * lanes),
+                            *acc,
+                        );
                     }
                 }
-                for (x, acc) in a.iter().enumerate().take(n) {
-                    S::store(
-                        buf.as_mut_ptr().add((r + x) * stride + 2 + cc * lanes),
-                        *acc,
-                    );
-                }
+                r += n;
             }
-            r += n;
         }
         j = jb;
     }
