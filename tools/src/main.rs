@@ -80,11 +80,15 @@ enum Cmd {
         /// The text file.
         file: PathBuf,
     },
+    /// Generate text from a GGUF model: the generated text only to stdout, speed to stderr.
+    Run(Box<llm::cli::RunArgs>),
+    /// Perplexity of a text file as llama-perplexity computes it; ends with `PPL = … +/- …`.
+    Perplexity(Box<llm::cli::PerplexityArgs>),
 }
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// Suites to run, comma-separated: matmul.
+    /// Suites to run, comma-separated: matmul, attention.
     #[arg(
         long,
         value_delimiter = ',',
@@ -170,6 +174,8 @@ fn main() -> ExitCode {
         } => gguf_cmd::quantize(&input, &output, dtype),
         Cmd::Inspect { file } => gguf_cmd::inspect(&file),
         Cmd::Tokenize { model, file } => llm::tokenizer::run(&model, &file),
+        Cmd::Run(args) => llm::cli::run(&args),
+        Cmd::Perplexity(args) => llm::cli::perplexity_cmd(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
