@@ -98,17 +98,30 @@ pub fn parse_output(out: &str) -> Vec<PeerFigure> {
 /// Runs the peer's matmul cases on the CPU with `threads` threads (`OMP_NUM_THREADS`). On
 /// failure the error holds the exit status and the peer's stderr.
 pub fn run(spec: &PeerSpec, threads: usize) -> Result<Vec<PeerFigure>, String> {
+    let stdout = run_script(spec, "matmul", threads)?;
+    let figs = parse_output(&stdout);
+    if figs.is_empty() {
+        return Err(format!(
+            "`{} matmul cpu` printed no MUL_MAT figures",
+            spec.path.display()
+        ));
+    }
+    Ok(figs)
+}
+
+/// Runs `PATH WHAT cpu` with `threads` threads (`OMP_NUM_THREADS`) and returns its stdout; on
+/// failure the error holds the exit status and the peer's stderr.
+pub fn run_script(spec: &PeerSpec, what: &str, threads: usize) -> Result<String, String> {
     let out = Command::new(&spec.path)
-        .args(["matmul", "cpu"])
+        .args([what, "cpu"])
         .env("OMP_NUM_THREADS", threads.to_string())
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run `{}`: {e}", spec.path.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         return Err(format!(
-            "`{} matmul cpu` failed ({}){}",
+            "`{} {what} cpu` failed ({}){}",
             spec.path.display(),
             out.status,
             if stderr.trim().is_empty() {
@@ -118,19 +131,67 @@ pub fn run(spec: &PeerSpec, threads: usize) -> Result<Vec<PeerFigure>, String> {
             }
         ));
     }
-    let figs = parse_output(&stdout);
-    if figs.is_empty() {
-        return Err(format!(
-            "`{} matmul cpu` printed no MUL_MAT figures{}",
-            spec.path.display(),
-            if stderr.trim().is_empty() {
-                String::new()
-            } else {
-                format!("; its stderr:\n{}", stderr.trim_end())
-            }
-        ));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One flash-attention figure of the peer (`FLASH_ATTN_EXT`), in wattle's terms.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttnFigure {
+    /// Head dimension of keys (`hsk`; values use `hsv`, equal in every standard case).
+    pub d: usize,
+    /// KV heads (`nh`).
+    pub h_kv: usize,
+    /// Query heads per KV head (`nr23[0]`).
+    pub group: usize,
+    /// Keys (`kv`).
+    pub t_k: usize,
+    /// Queries (`nb`).
+    pub t_q: usize,
+    /// K/V dtype (`type_K`; the standard cases use the same for V).
+    pub dtype: DType,
+    /// Microseconds per run.
+    pub us: f64,
+}
+
+/// Parses one `FLASH_ATTN_EXT` line of `PATH attention cpu`; `None` for other lines.
+pub fn parse_attention_line(line: &str) -> Option<AttnFigure> {
+    let mut tok = line.split_whitespace();
+    if tok.next()? != "FLASH_ATTN_EXT" {
+        return None;
     }
-    Ok(figs)
+    let params = tok.next()?;
+    let us: f64 = tok.next()?.parse().ok()?;
+    if tok.next()? != "us" || !us.is_finite() || us <= 0.0 {
+        return None;
+    }
+    let get = |key: &str| -> Option<&str> {
+        params.split(',').find_map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v)
+        })
+    };
+    let num = |key: &str| -> Option<usize> { get(key)?.parse().ok() };
+    // nr23=[4,1] holds a comma itself: take the digits after `nr23=[`.
+    let group = params
+        .split_once("nr23=[")?
+        .1
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    if get("hsv")? != get("hsk")? || get("type_V")? != get("type_K")? {
+        return None;
+    }
+    Some(AttnFigure {
+        d: num("hsk")?,
+        h_kv: num("nh")?,
+        group,
+        t_k: num("kv")?,
+        t_q: num("nb")?,
+        dtype: get("type_K")?.parse().ok()?,
+        us,
+    })
 }
 
 /// The peer's time for a case, if it measured one.
@@ -152,6 +213,29 @@ MUL_MAT         type_a=f16,type_b=f16,m=4096,n=1,k=14336                        
 FLASH_ATTN_EXT  hsk=128,hsv=128,nh=8,nr23=[4,1],kv=16384,nb=1                                     100.0 us  1 GB/s
 some warning line
 ";
+
+    #[test]
+    fn flash_attention_lines_parse() {
+        let f = parse_attention_line(
+            "FLASH_ATTN_EXT  hsk=256,hsv=256,nh=2,nr23=[16,1],kv=20000,nb=512,sinks=0,type_K=q8_0,type_V=q8_0  12611463.00 us     26.61 GFLOPS",
+        )
+        .unwrap();
+        assert_eq!(
+            f,
+            AttnFigure {
+                d: 256,
+                h_kv: 2,
+                group: 16,
+                t_k: 20000,
+                t_q: 512,
+                dtype: DType::Q8_0,
+                us: 12611463.0
+            }
+        );
+        assert_eq!(parse_attention_line(SAMPLE.lines().next().unwrap()), None);
+        let mixed = "FLASH_ATTN_EXT  hsk=128,hsv=128,nh=8,nr23=[4,1],kv=16,nb=1,type_K=f16,type_V=q8_0  1.0 us  1 GFLOPS";
+        assert_eq!(parse_attention_line(mixed), None);
+    }
 
     #[test]
     fn ggml_lines_map_to_wattle_shapes() {

@@ -253,7 +253,8 @@ fn table(r: &Report) -> String {
         out.push_str(&aligned(&headers, &rows, &ROW_RIGHT));
     }
     out.push_str(
-        "\nGB/s = (weights + x + y) bytes / median; GOPS = 2·m·n·k / median; % roof = GOPS over \
+        "\nGB/s = bytes moved / median (matmul: weights + x + y; attention: K/V read + q + out); GOPS = \
+         operations / median (matmul: 2·m·n·k; attention: 4·d per query head and visible key); % roof = GOPS over \
          min(compute peak, bandwidth × flops/byte), the compute peak being the int8 dot-product \
          peak for quantized weights and the f32 FMA peak otherwise; peer/ours > 1: wattle is faster.\n",
     );

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use wattle::{DType, Device, DeviceKind, Runtime, Tensor};
 use wattle_kernels::probe;
 
+pub mod attention;
+
 /// How weights are reused across repetitions (SPEC §10).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,16 +51,19 @@ impl FromStr for Mode {
 pub enum Suite {
     /// `rt.matmul`: every weight dtype at decode and prefill, hot and cold.
     Matmul,
+    /// `rt.attention`: decode at long contexts, prefill, K/V dtypes and windows.
+    Attention,
 }
 
 impl Suite {
     /// Every suite, in the order a run takes them.
-    pub const ALL: [Suite; 1] = [Suite::Matmul];
+    pub const ALL: [Suite; 2] = [Suite::Matmul, Suite::Attention];
 
     /// Lower-case name.
     pub const fn name(self) -> &'static str {
         match self {
             Suite::Matmul => "matmul",
+            Suite::Attention => "attention",
         }
     }
 }
@@ -461,10 +466,10 @@ impl DeviceFilter {
 }
 
 /// A small deterministic generator of weights and activations in [-1, 1).
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn fill(&mut self, n: usize) -> Vec<f32> {
+    pub(crate) fn fill(&mut self, n: usize) -> Vec<f32> {
         (0..n)
             .map(|_| {
                 // xorshift64*
@@ -479,7 +484,7 @@ impl Rng {
 }
 
 /// One unit of the progress bar.
-struct Progress {
+pub(crate) struct Progress {
     bar: ProgressBar,
     /// Print a line per step when stderr is not a terminal (CI logs).
     lines: bool,
@@ -506,7 +511,7 @@ impl Progress {
         Progress { bar, lines: !tty }
     }
 
-    fn start(&self, msg: String) {
+    pub(crate) fn start(&self, msg: String) {
         if self.lines {
             eprintln!(
                 "[{}/{}] {msg}",
@@ -517,11 +522,11 @@ impl Progress {
         self.bar.set_message(msg);
     }
 
-    fn note(&self, msg: &str) {
+    pub(crate) fn note(&self, msg: &str) {
         self.bar.suspend(|| eprintln!("wattle bench: {msg}"));
     }
 
-    fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.bar.inc(1);
     }
 }
@@ -550,9 +555,17 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
     } else {
         0
     };
+    let attn = cfg.suites.contains(&Suite::Attention);
+    let attn_figures = if attn {
+        devices.len() * attention::cases(cfg.quick).len()
+    } else {
+        0
+    };
     let total = figures
+        + attn_figures
         + if cfg.no_roofline { 0 } else { devices.len() }
-        + usize::from(cfg.peer.is_some() && matmul);
+        + usize::from(cfg.peer.is_some() && matmul)
+        + usize::from(cfg.peer.is_some() && attn);
     let progress = Progress::new(total as u64);
 
     let mut roofline = Vec::new();
@@ -578,6 +591,11 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
     if matmul {
         for (dev, shapes) in &plan {
             bench_device(rt, dev, shapes, cfg, &progress, &mut rows, &mut notes);
+        }
+    }
+    if attn {
+        for dev in devices {
+            attention::run(rt, dev, cfg, &progress, &mut rows, &mut notes);
         }
     }
 
@@ -638,6 +656,33 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
         }
         progress.inc();
     }
+    if let Some(spec) = cfg.peer.as_ref().filter(|_| attn) {
+        progress.start(format!(
+            "peer {} attention ({})",
+            spec.name,
+            spec.path.display()
+        ));
+        let figs = peer::run_script(spec, "attention", system.kernel_threads).map(|out| {
+            out.lines()
+                .filter_map(peer::parse_attention_line)
+                .collect::<Vec<_>>()
+        });
+        match figs {
+            Ok(figs) => {
+                if attention::attach_peer(&mut rows, &spec.name, &figs) == 0 {
+                    notes.push(format!(
+                        "peer {}: no attention figure matches these cases (run without --quick)",
+                        spec.name
+                    ));
+                }
+            }
+            Err(e) => {
+                progress.note(&format!("peer {} attention unavailable: {e}", spec.name));
+                notes.push(format!("peer {} attention unavailable: {e}", spec.name));
+            }
+        }
+        progress.inc();
+    }
     progress.bar.finish_and_clear();
     Report {
         system,
@@ -670,6 +715,9 @@ pub fn attach_peer(rows: &mut [Row], name: &str, figs: &[PeerFigure]) -> usize {
 
 /// Distinct weight sizes `dev` runs in hot mode (for the CPU's working-set probes).
 fn hot_sizes(cfg: &BenchConfig, plan: &[(Device, ShapeSet)], dev: &Device) -> Vec<u64> {
+    if !cfg.suites.contains(&Suite::Matmul) {
+        return Vec::new();
+    }
     if !cfg.modes.contains(&Mode::Hot) {
         return Vec::new();
     }
@@ -851,25 +899,38 @@ fn time_matmul(
     cfg: &BenchConfig,
 ) -> wattle::Result<Vec<f64>> {
     let mut next = 0usize;
-    let mut call = || -> wattle::Result<f64> {
+    time_calls(dev, cfg, || {
         let w = &weights[next % weights.len()];
         next += 1;
+        rt.matmul(x, w)
+    })
+}
+
+/// Times `call` (warm-up, then at least `min_reps` and up to `max_reps` repetitions until
+/// `min_time` has passed), waiting for `dev` after each; returns the wall seconds of each.
+/// The result is dropped outside the timed span.
+pub fn time_calls<T>(
+    dev: &Device,
+    cfg: &BenchConfig,
+    mut call: impl FnMut() -> wattle::Result<T>,
+) -> wattle::Result<Vec<f64>> {
+    let mut timed = || -> wattle::Result<f64> {
         let t0 = Instant::now();
-        let y = rt.matmul(x, w)?;
+        let y = call()?;
         dev.synchronize()?;
         let dt = t0.elapsed().as_secs_f64();
         drop(y);
         Ok(dt)
     };
     for _ in 0..cfg.warmup {
-        call()?;
+        timed()?;
     }
     let mut times = Vec::new();
     let start = Instant::now();
     while times.len() < cfg.min_reps
         || (times.len() < cfg.max_reps && start.elapsed() < cfg.min_time)
     {
-        times.push(call()?);
+        times.push(timed()?);
     }
     Ok(times)
 }
