@@ -109,9 +109,12 @@ struct BenchArgs {
     /// table still goes to stdout.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Compare with a peer, e.g. ggml=../shared/peers/ggml-perf.sh (run as `PATH matmul cpu`).
+    /// Compare with a peer (repeatable): ggml=../shared/peers/ggml-perf.sh for ggml's CPU
+    /// backend (run as `PATH matmul cpu`, `PATH attention cpu`) and
+    /// ggml-vulkan=../shared/peers/ggml-perf.sh for its Vulkan backend (`PATH matmul vulkan`,
+    /// compared with wattle's Vulkan rows).
     #[arg(long, value_name = "NAME=PATH")]
-    peer: Option<PeerSpec>,
+    peer: Vec<PeerSpec>,
     /// Small shapes, fewer repetitions, quicker probes: a smoke run for CI.
     #[arg(long)]
     quick: bool,

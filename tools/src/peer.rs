@@ -26,9 +26,10 @@ impl FromStr for PeerSpec {
             format!("`{s}`: expected NAME=PATH, e.g. ggml=../shared/peers/ggml-perf.sh")
         })?;
         let name = name.trim().to_ascii_lowercase();
-        if name != "ggml" {
+        if name != "ggml" && name != "ggml-vulkan" {
             return Err(format!(
-                "unknown peer `{name}` (known: ggml, run through a script like shared/peers/ggml-perf.sh)"
+                "unknown peer `{name}` (known: ggml for its CPU backend, ggml-vulkan for its \
+                 Vulkan backend, run through a script like shared/peers/ggml-perf.sh)"
             ));
         }
         if path.trim().is_empty() {
@@ -38,6 +39,18 @@ impl FromStr for PeerSpec {
             name,
             path: PathBuf::from(path.trim()),
         })
+    }
+}
+
+impl PeerSpec {
+    /// The peer's backend, passed to its script (`PATH WHAT BACKEND`), which is also the
+    /// device kind of the rows it compares with: `cpu`, or `vulkan` for `ggml-vulkan`.
+    pub fn backend(&self) -> &'static str {
+        if self.name == "ggml-vulkan" {
+            "vulkan"
+        } else {
+            "cpu"
+        }
     }
 }
 
@@ -95,25 +108,27 @@ pub fn parse_output(out: &str) -> Vec<PeerFigure> {
     out.lines().filter_map(parse_line).collect()
 }
 
-/// Runs the peer's matmul cases on the CPU with `threads` threads (`OMP_NUM_THREADS`). On
-/// failure the error holds the exit status and the peer's stderr.
+/// Runs the peer's matmul cases on its backend with `threads` CPU threads
+/// (`OMP_NUM_THREADS`). On failure the error holds the exit status and the peer's stderr.
 pub fn run(spec: &PeerSpec, threads: usize) -> Result<Vec<PeerFigure>, String> {
     let stdout = run_script(spec, "matmul", threads)?;
     let figs = parse_output(&stdout);
     if figs.is_empty() {
         return Err(format!(
-            "`{} matmul cpu` printed no MUL_MAT figures",
-            spec.path.display()
+            "`{} matmul {}` printed no MUL_MAT figures",
+            spec.path.display(),
+            spec.backend()
         ));
     }
     Ok(figs)
 }
 
-/// Runs `PATH WHAT cpu` with `threads` threads (`OMP_NUM_THREADS`) and returns its stdout; on
-/// failure the error holds the exit status and the peer's stderr.
+/// Runs `PATH WHAT BACKEND` with `threads` threads (`OMP_NUM_THREADS`) and returns its stdout;
+/// on failure the error holds the exit status and the peer's stderr.
 pub fn run_script(spec: &PeerSpec, what: &str, threads: usize) -> Result<String, String> {
+    let backend = spec.backend();
     let out = Command::new(&spec.path)
-        .args([what, "cpu"])
+        .args([what, backend])
         .env("OMP_NUM_THREADS", threads.to_string())
         .stdin(Stdio::null())
         .output()
@@ -121,7 +136,7 @@ pub fn run_script(spec: &PeerSpec, what: &str, threads: usize) -> Result<String,
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         return Err(format!(
-            "`{} {what} cpu` failed ({}){}",
+            "`{} {what} {backend}` failed ({}){}",
             spec.path.display(),
             out.status,
             if stderr.trim().is_empty() {
@@ -287,6 +302,9 @@ some warning line
         let p: PeerSpec = "ggml=/x/ggml-perf.sh".parse().unwrap();
         assert_eq!(p.name, "ggml");
         assert_eq!(p.path, PathBuf::from("/x/ggml-perf.sh"));
+        assert_eq!(p.backend(), "cpu");
+        let v: PeerSpec = "GGML-Vulkan=/x/ggml-perf.sh".parse().unwrap();
+        assert_eq!((v.name.as_str(), v.backend()), ("ggml-vulkan", "vulkan"));
         assert!("ggml"
             .parse::<PeerSpec>()
             .unwrap_err()

@@ -3,7 +3,7 @@
 //! ggml's `FLASH_ATTN_EXT` on the same shapes when a peer is given (SPEC §6, §10).
 
 use super::{device_label, time_calls, BenchConfig, Mode, Progress, Rng, Row};
-use crate::peer::AttnFigure;
+use crate::peer::{AttnFigure, PeerSpec};
 use crate::stats::Summary;
 use crate::sysinfo::kind_name;
 use wattle::{AttentionParams, DType, Device, Runtime, Tensor};
@@ -229,11 +229,12 @@ fn time_case(
 }
 
 /// Fills the peer columns of the attention rows the peer measured; returns how many matched.
-pub fn attach_peer(rows: &mut [Row], name: &str, figs: &[AttnFigure]) -> usize {
+pub fn attach_peer(rows: &mut [Row], spec: &PeerSpec, figs: &[AttnFigure]) -> usize {
+    let name = &spec.name;
     let mut matched = 0;
     for r in rows
         .iter_mut()
-        .filter(|r| r.op == "attention" && r.device_kind == "cpu")
+        .filter(|r| r.op == "attention" && r.device_kind == spec.backend())
     {
         let Some(case) = cases(false)
             .into_iter()

@@ -198,8 +198,8 @@ pub struct BenchConfig {
     pub probe_bytes: Option<usize>,
     /// Skip the roofline probes.
     pub no_roofline: bool,
-    /// The peer to compare with.
-    pub peer: Option<PeerSpec>,
+    /// The peers to compare with (each with the rows of its backend's devices).
+    pub peer: Vec<PeerSpec>,
 }
 
 /// The ceilings of one device.
@@ -564,8 +564,7 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
     let total = figures
         + attn_figures
         + if cfg.no_roofline { 0 } else { devices.len() }
-        + usize::from(cfg.peer.is_some() && matmul)
-        + usize::from(cfg.peer.is_some() && attn);
+        + cfg.peer.len() * (usize::from(matmul) + usize::from(attn));
     let progress = Progress::new(total as u64);
 
     let mut roofline = Vec::new();
@@ -633,11 +632,11 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
         }
     }
 
-    if let Some(spec) = cfg.peer.as_ref().filter(|_| matmul) {
+    for spec in cfg.peer.iter().filter(|_| matmul) {
         progress.start(format!("peer {} ({})", spec.name, spec.path.display()));
         match peer::run(spec, system.kernel_threads) {
             Ok(figs) => {
-                let matched = attach_peer(&mut rows, &spec.name, &figs);
+                let matched = attach_peer(&mut rows, spec, &figs);
                 if matched == 0 {
                     notes.push(format!(
                         "peer {}: no figure matches these shapes (it runs {}×{} with batches {:?}; \
@@ -656,7 +655,7 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
         }
         progress.inc();
     }
-    if let Some(spec) = cfg.peer.as_ref().filter(|_| attn) {
+    for spec in cfg.peer.iter().filter(|_| attn) {
         progress.start(format!(
             "peer {} attention ({})",
             spec.name,
@@ -669,7 +668,7 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
         });
         match figs {
             Ok(figs) => {
-                if attention::attach_peer(&mut rows, &spec.name, &figs) == 0 {
+                if attention::attach_peer(&mut rows, spec, &figs) == 0 {
                     notes.push(format!(
                         "peer {}: no attention figure matches these cases (run without --quick)",
                         spec.name
@@ -693,12 +692,14 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
     }
 }
 
-/// Fills the peer columns of the CPU hot rows the peer measured; returns how many matched.
-pub fn attach_peer(rows: &mut [Row], name: &str, figs: &[PeerFigure]) -> usize {
+/// Fills the peer columns of the hot matmul rows of the peer's backend that it measured;
+/// returns how many matched.
+pub fn attach_peer(rows: &mut [Row], spec: &PeerSpec, figs: &[PeerFigure]) -> usize {
+    let name = &spec.name;
     let mut matched = 0;
     for r in rows
         .iter_mut()
-        .filter(|r| r.device_kind == "cpu" && r.mode == Mode::Hot)
+        .filter(|r| r.device_kind == spec.backend() && r.mode == Mode::Hot && r.case.is_none())
     {
         let Ok(dtype) = r.dtype.parse::<DType>() else {
             continue;
