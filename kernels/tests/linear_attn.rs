@@ -2,6 +2,7 @@
 //! rms(ref − out)/rms(ref) ≤ 5e-3 chunked over 8192 tokens, ≤ 1e-5 recurrent), decays near 0
 //! and 1, β = 0 and 1, d_k ≠ d_v, lengths not multiples of 64, and streaming equivalence.
 
+use wattle_kernels::isa::Isa;
 use wattle_kernels::linear_attn::{chunked, phi, recurrent, Kind, LinShape};
 use wattle_kernels::pool::ThreadPool;
 
@@ -183,6 +184,7 @@ fn rel_rms(r: &[f64], o: &[f32]) -> f64 {
 }
 
 type Form = fn(
+    Isa,
     &ThreadPool,
     &[f32],
     &[f32],
@@ -196,6 +198,7 @@ type Form = fn(
 
 fn run(
     form: Form,
+    isa: Isa,
     pool: &ThreadPool,
     x: &Inputs,
     kk: K,
@@ -205,7 +208,18 @@ fn run(
     let s = x.s;
     let mut out = vec![0f32; s.t * s.h * s.dv];
     let zz = matches!(kk, K::Vanilla).then_some(z);
-    form(pool, &x.q, &x.k, &x.v, kind(x, kk), s, state, zz, &mut out);
+    form(
+        isa,
+        pool,
+        &x.q,
+        &x.k,
+        &x.v,
+        kind(x, kk),
+        s,
+        state,
+        zz,
+        &mut out,
+    );
     out
 }
 
@@ -223,17 +237,19 @@ fn both_forms_match_the_f64_recurrence() {
         for kk in [K::Vanilla, K::Retention, K::Gated, K::Delta] {
             let r = reference(&x, kk);
             for (name, form, tol) in [
-                ("recurrent", recurrent::run as Form, 1e-5),
-                ("chunked", chunked::run as Form, 5e-3),
+                ("recurrent", recurrent::run_isa as Form, 1e-5),
+                ("chunked", chunked::run_isa as Form, 5e-3),
             ] {
-                let mut st = vec![0f32; s.h * s.dk * s.dv];
-                let mut z = vec![0f32; s.h * s.dk];
-                let out = run(form, &pool, &x, kk, &mut st, &mut z);
-                let e = rel_rms(&r, &out);
-                assert!(
-                    e <= tol,
-                    "{kk:?} {name} decay {decay}: rel rms {e:.3e} > {tol:.0e}"
-                );
+                for isa in Isa::supported() {
+                    let mut st = vec![0f32; s.h * s.dk * s.dv];
+                    let mut z = vec![0f32; s.h * s.dk];
+                    let out = run(form, isa, &pool, &x, kk, &mut st, &mut z);
+                    let e = rel_rms(&r, &out);
+                    assert!(
+                        e <= tol,
+                        "{kk:?} {name} {isa} decay {decay}: rel rms {e:.3e} > {tol:.0e}"
+                    );
+                }
             }
         }
     }
@@ -263,16 +279,84 @@ fn streaming_in_pieces_equals_one_call() {
         }
     };
     for kk in [K::Vanilla, K::Retention, K::Gated, K::Delta] {
-        for form in [recurrent::run as Form, chunked::run as Form] {
+        for (form, isa) in [recurrent::run_isa as Form, chunked::run_isa as Form]
+            .into_iter()
+            .flat_map(|f| Isa::supported().into_iter().map(move |i| (f, i)))
+        {
             let (mut st, mut z) = (vec![0f32; s.h * s.dk * s.dv], vec![0f32; s.h * s.dk]);
-            let whole = run(form, &pool, &x, kk, &mut st, &mut z);
+            let whole = run(form, isa, &pool, &x, kk, &mut st, &mut z);
             let (mut st2, mut z2) = (vec![0f32; s.h * s.dk * s.dv], vec![0f32; s.h * s.dk]);
-            let mut parts = run(form, &pool, &split(&x, 0, 77), kk, &mut st2, &mut z2);
-            parts.extend(run(form, &pool, &split(&x, 77, 200), kk, &mut st2, &mut z2));
+            let mut parts = run(form, isa, &pool, &split(&x, 0, 77), kk, &mut st2, &mut z2);
+            parts.extend(run(
+                form,
+                isa,
+                &pool,
+                &split(&x, 77, 200),
+                kk,
+                &mut st2,
+                &mut z2,
+            ));
             let r: Vec<f64> = whole.iter().map(|&v| v as f64).collect();
-            assert!(rel_rms(&r, &parts) < 1e-5, "{kk:?}: streaming differs");
+            assert!(
+                rel_rms(&r, &parts) < 1e-5,
+                "{kk:?} {isa}: streaming differs"
+            );
             let rs: Vec<f64> = st.iter().map(|&v| v as f64).collect();
-            assert!(rel_rms(&rs, &st2) < 1e-5, "{kk:?}: final state differs");
+            assert!(
+                rel_rms(&rs, &st2) < 1e-5,
+                "{kk:?} {isa}: final state differs"
+            );
+        }
+    }
+}
+
+/// Every vector path of both forms against the scalar reference of the same form: awkward
+/// shapes (lengths not multiples of 64, d_k ≠ d_v, dimensions not multiples of any lane
+/// count, one token), decays near 1 and near 0, β = 0 and 1, a non-zero incoming state.
+#[test]
+fn every_isa_matches_the_scalar_reference() {
+    let pool = ThreadPool::new(2);
+    let shapes = [
+        (1, 4, 128, 128),
+        (63, 2, 16, 16),
+        (130, 3, 20, 36),
+        (200, 2, 7, 5),
+        (65, 1, 33, 17),
+        (64, 2, 128, 64),
+        (150, 2, 64, 128),
+    ];
+    for (t, h, dk, dv) in shapes {
+        let s = LinShape { t, h, dk, dv };
+        for (seed, decay) in [(3u64, 1e-4f32), (5, 0.5), (9, 20.0)] {
+            let x = inputs(s, seed, decay);
+            let mut r = Rng(seed * 7 + 1);
+            let st0: Vec<f32> = (0..h * dk * dv).map(|_| 0.1 * r.sym()).collect();
+            let z0: Vec<f32> = (0..h * dk).map(|_| r.uniform()).collect();
+            for kk in [K::Vanilla, K::Retention, K::Gated, K::Delta] {
+                for (name, form) in [
+                    ("recurrent", recurrent::run_isa as Form),
+                    ("chunked", chunked::run_isa as Form),
+                ] {
+                    let (mut st, mut z) = (st0.clone(), z0.clone());
+                    let want = run(form, Isa::Scalar, &pool, &x, kk, &mut st, &mut z);
+                    let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
+                    let want_st: Vec<f64> = st.iter().chain(&z).map(|&v| v as f64).collect();
+                    for isa in Isa::supported().into_iter().filter(|&i| i != Isa::Scalar) {
+                        let (mut st, mut z) = (st0.clone(), z0.clone());
+                        let got = run(form, isa, &pool, &x, kk, &mut st, &mut z);
+                        let got_st: Vec<f32> = st.iter().chain(&z).copied().collect();
+                        let e = rel_rms(&want, &got);
+                        let es = rel_rms(&want_st, &got_st);
+                        let case = format!("{kk:?} {name} {isa} {s:?} decay {decay}");
+                        assert!(
+                            got.iter().all(|v| v.is_finite()),
+                            "{case}: non-finite output"
+                        );
+                        assert!(e <= 1e-4, "{case}: output rel rms {e:.3e}");
+                        assert!(es <= 1e-4, "{case}: state rel rms {es:.3e}");
+                    }
+                }
+            }
         }
     }
 }

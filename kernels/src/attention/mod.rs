@@ -10,7 +10,7 @@ use half::f16;
 
 pub mod flash;
 pub mod reference;
-mod simd;
+pub(crate) mod simd;
 
 /// Keys or values in one of the formats attention reads directly (no dequantized copy).
 #[derive(Clone, Copy, Debug)]

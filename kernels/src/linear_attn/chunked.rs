@@ -4,13 +4,15 @@
 //! solves its chunk's unit lower-triangular system by forward substitution (the UT transform).
 
 use super::{check, per_head, phi, Head, Kind, LinShape, CHUNK, VANILLA_EPS};
+use crate::isa::{self, Isa};
 use crate::pool::ThreadPool;
 
 /// Sub-chunk of GLA's per-channel decays: blocks below the diagonal factor through the end of
 /// the earlier sub-chunk, so both factors have exponents ≤ 0.
 const SUB: usize = 16;
 
-/// Runs `s.t` tokens chunk by chunk, updating `state` (and `z` for vanilla) in place.
+/// Runs `s.t` tokens chunk by chunk, updating `state` (and `z` for vanilla) in place, on the
+/// path `WATTLE_CPU_ISA` selects (else the best this CPU has).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     pool: &ThreadPool,
@@ -23,7 +25,29 @@ pub fn run(
     z: Option<&mut [f32]>,
     out: &mut [f32],
 ) {
+    let isa = isa::selected().unwrap_or(Isa::Scalar);
+    run_isa(isa, pool, q, k, v, kind, s, state, z, out)
+}
+
+/// [`run`] on the vector path `isa`; [`Isa::Scalar`] (or a path this CPU lacks) runs the
+/// portable scalar reference below.
+#[allow(clippy::too_many_arguments)]
+pub fn run_isa(
+    isa: Isa,
+    pool: &ThreadPool,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kind: Kind<'_>,
+    s: LinShape,
+    state: &mut [f32],
+    mut z: Option<&mut [f32]>,
+    out: &mut [f32],
+) {
     check(q, k, v, kind, s, state, z.as_deref(), out);
+    if super::simd::chunked(isa, pool, q, k, v, kind, s, state, z.as_deref_mut(), out) {
+        return;
+    }
     per_head(pool, s, state, z, out, |h, st, z, o| {
         let mut x = Head::new(q, k, v, kind, s, h);
         if let Kind::Vanilla = kind {

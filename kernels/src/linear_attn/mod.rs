@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 pub mod chunked;
 pub mod recurrent;
+mod simd;
 
 /// Tokens per chunk of the chunked form.
 pub const CHUNK: usize = 64;

@@ -2,9 +2,11 @@
 //! reference of every kind.
 
 use super::{check, per_head, phi, Head, Kind, LinShape, VANILLA_EPS};
+use crate::isa::{self, Isa};
 use crate::pool::ThreadPool;
 
-/// Runs `s.t` tokens through the recurrence, updating `state` (and `z` for vanilla) in place.
+/// Runs `s.t` tokens through the recurrence, updating `state` (and `z` for vanilla) in place,
+/// on the path `WATTLE_CPU_ISA` selects (else the best this CPU has).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     pool: &ThreadPool,
@@ -17,7 +19,29 @@ pub fn run(
     z: Option<&mut [f32]>,
     out: &mut [f32],
 ) {
+    let isa = isa::selected().unwrap_or(Isa::Scalar);
+    run_isa(isa, pool, q, k, v, kind, s, state, z, out)
+}
+
+/// [`run`] on the vector path `isa`; [`Isa::Scalar`] (or a path this CPU lacks) runs the
+/// portable scalar reference below.
+#[allow(clippy::too_many_arguments)]
+pub fn run_isa(
+    isa: Isa,
+    pool: &ThreadPool,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kind: Kind<'_>,
+    s: LinShape,
+    state: &mut [f32],
+    mut z: Option<&mut [f32]>,
+    out: &mut [f32],
+) {
     check(q, k, v, kind, s, state, z.as_deref(), out);
+    if super::simd::recurrent(isa, pool, q, k, v, kind, s, state, z.as_deref_mut(), out) {
+        return;
+    }
     per_head(pool, s, state, z, out, |h, st, z, o| {
         head(&Head::new(q, k, v, kind, s, h), kind, s, st, z, o)
     });
