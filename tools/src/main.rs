@@ -158,6 +158,9 @@ struct BenchArgs {
     /// Skip the roofline probes (no % of roofline).
     #[arg(long)]
     no_roofline: bool,
+    /// The GGUF model of `--suite model` (pp512 / tg128 through the reference decoder).
+    #[arg(long, value_name = "GGUF")]
+    model: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -288,6 +291,7 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
         llc_bytes: sysinfo::llc_bytes().unwrap_or(sysinfo::DEFAULT_LLC_BYTES),
         probe_bytes,
         no_roofline: a.no_roofline,
+        model: a.model,
         peer: a.peer,
     };
     let mut report = bench::run(&rt, &devices, &cfg);

@@ -14,6 +14,7 @@ use wattle::{DType, Device, DeviceKind, Runtime, Tensor};
 use wattle_kernels::probe;
 
 pub mod attention;
+pub mod model;
 
 /// How weights are reused across repetitions (SPEC §10).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -53,17 +54,20 @@ pub enum Suite {
     Matmul,
     /// `rt.attention`: decode at long contexts, prefill, K/V dtypes and windows.
     Attention,
+    /// A GGUF model end to end (`--model`): pp512 and tg128 tokens/s as llama-bench, J/token.
+    Model,
 }
 
 impl Suite {
     /// Every suite, in the order a run takes them.
-    pub const ALL: [Suite; 2] = [Suite::Matmul, Suite::Attention];
+    pub const ALL: [Suite; 3] = [Suite::Matmul, Suite::Attention, Suite::Model];
 
     /// Lower-case name.
     pub const fn name(self) -> &'static str {
         match self {
             Suite::Matmul => "matmul",
             Suite::Attention => "attention",
+            Suite::Model => "model",
         }
     }
 }
@@ -198,6 +202,8 @@ pub struct BenchConfig {
     pub probe_bytes: Option<usize>,
     /// Skip the roofline probes.
     pub no_roofline: bool,
+    /// The GGUF model of the model suite.
+    pub model: Option<std::path::PathBuf>,
     /// The peers to compare with (each with the rows of its backend's devices).
     pub peer: Vec<PeerSpec>,
 }
@@ -565,7 +571,13 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
         + attn_figures
         + if cfg.no_roofline { 0 } else { devices.len() }
         + cfg.peer.len() * (usize::from(matmul) + usize::from(attn));
-    let progress = Progress::new(total as u64);
+    let with_model = cfg.suites.contains(&Suite::Model);
+    let model_figures = if with_model {
+        devices.len() * model::cases(cfg.quick).len()
+    } else {
+        0
+    };
+    let progress = Progress::new((total + model_figures) as u64);
 
     let mut roofline = Vec::new();
     for dev in devices {
@@ -595,6 +607,12 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
     if attn {
         for dev in devices {
             attention::run(rt, dev, cfg, &progress, &mut rows, &mut notes);
+        }
+    }
+    if with_model {
+        for dev in devices {
+            let path = cfg.model.as_deref();
+            model::run(rt, dev, cfg, path, &progress, &mut rows, &mut notes);
         }
     }
 
