@@ -88,7 +88,7 @@ enum Cmd {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// Suites to run, comma-separated: matmul, attention.
+    /// Suites to run, comma-separated: matmul, attention, kv.
     #[arg(
         long,
         value_delimiter = ',',

@@ -14,7 +14,9 @@ use wattle::{DType, Device, DeviceKind, Runtime, Tensor};
 use wattle_kernels::probe;
 
 pub mod attention;
+pub mod linear;
 pub mod model;
+pub mod kv;
 
 /// How weights are reused across repetitions (SPEC §10).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -54,20 +56,33 @@ pub enum Suite {
     Matmul,
     /// `rt.attention`: decode at long contexts, prefill, K/V dtypes and windows.
     Attention,
+    /// `rt.linear_attention`: every kind, chunked and recurrent, prefill and decode, against
+    /// softmax attention on the same layer.
+    Linear,
+    /// `KvCache::attend`: decode over every cache format, with and without eviction.
+    Kv,
     /// A GGUF model end to end (`--model`): pp512 and tg128 tokens/s as llama-bench, J/token.
     Model,
 }
 
 impl Suite {
     /// Every suite, in the order a run takes them.
-    pub const ALL: [Suite; 3] = [Suite::Matmul, Suite::Attention, Suite::Model];
+    pub const ALL: [Suite; 5] = [
+        Suite::Matmul,
+        Suite::Attention,
+        Suite::Linear,
+        Suite::Kv,
+        Suite::Model,
+    ];
 
     /// Lower-case name.
     pub const fn name(self) -> &'static str {
         match self {
             Suite::Matmul => "matmul",
             Suite::Attention => "attention",
+            Suite::Linear => "linear",
             Suite::Model => "model",
+            Suite::Kv => "kv",
         }
     }
 }
@@ -567,8 +582,22 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
     } else {
         0
     };
+    let kv_suite = cfg.suites.contains(&Suite::Kv);
+    let kv_figures = if kv_suite {
+        devices.len() * kv::figures(cfg.quick)
+    } else {
+        0
+    };
+    let lin = cfg.suites.contains(&Suite::Linear);
+    let lin_figures = if lin {
+        devices.len() * linear::steps(cfg)
+    } else {
+        0
+    };
     let total = figures
         + attn_figures
+        + lin_figures
+        + kv_figures
         + if cfg.no_roofline { 0 } else { devices.len() }
         + cfg.peer.len() * (usize::from(matmul) + usize::from(attn));
     let with_model = cfg.suites.contains(&Suite::Model);
@@ -609,10 +638,20 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
             attention::run(rt, dev, cfg, &progress, &mut rows, &mut notes);
         }
     }
+    if lin {
+        for dev in devices {
+            linear::run(rt, dev, cfg, &progress, &mut rows, &mut notes);
+        }
+    }
     if with_model {
         for dev in devices {
             let path = cfg.model.as_deref();
             model::run(rt, dev, cfg, path, &progress, &mut rows, &mut notes);
+        }
+    }
+    if kv_suite {
+        for dev in devices {
+            kv::run(rt, dev, cfg, &progress, &mut rows, &mut notes);
         }
     }
 
