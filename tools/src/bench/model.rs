@@ -177,6 +177,9 @@ fn weight_dtype(m: &Model) -> String {
         .map_or("?".into(), |b| b.w_gate.dtype().to_string())
 }
 
+/// Joules per repetition and where the figure comes from.
+type Energy = (f64, Source);
+
 /// Seconds per repetition and the energy over all timed repetitions (joules, source).
 fn time_case(
     rt: &Runtime,
@@ -184,7 +187,7 @@ fn time_case(
     cfg: &BenchConfig,
     model: &Model,
     case: ModelCase,
-) -> Result<(Vec<f64>, Option<(f64, Source)>), String> {
+) -> Result<(Vec<f64>, Option<Energy>), String> {
     let opts = DecoderOptions {
         ctx: case.tokens + 1,
         kv: KvChoice::F16,

@@ -226,7 +226,7 @@ impl Config {
             Some(Value::String(t)) if t == "none" => RopeScaling::None,
             Some(Value::String(t)) if t == "linear" => match float("rope.scaling.factor")? {
                 Some(s) if s > 0.0 => RopeScaling::Linear { factor: s },
-                Some(s) if s == 0.0 => RopeScaling::None,
+                Some(0.0) => RopeScaling::None,
                 other => {
                     return Err(ModelError::Metadata {
                         key: key("rope.scaling.factor"),
