@@ -66,7 +66,7 @@ impl Default for RopeParams {
 /// The rows and row length of a tensor of rank ≥ 1 viewed as `[rows, last]`.
 fn rows_of(t: &Tensor) -> (usize, usize) {
     let n = t.shape().last().copied().unwrap_or(1);
-    let rows = if n == 0 { 0 } else { t.elem_count() / n };
+    let rows = t.elem_count().checked_div(n).unwrap_or(0);
     (rows, n)
 }
 

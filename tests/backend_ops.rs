@@ -187,7 +187,10 @@ fn every_op_on_every_device_matches_the_reference() {
     let mut passed = 0usize;
     for dev in devices_under_test(&rt) {
         let software_gpu = !dev.is_cpu() && dev.info().software;
-        for case in matmul_cases(software_gpu) {
+        for case in matmul_cases(software_gpu)
+            .into_iter()
+            .chain(engine_cases(software_gpu))
+        {
             let name = format!("{} on {dev}", case.name());
             match case.run(&rt, &dev) {
                 Err(wattle::Error::UnsupportedDType { .. } | wattle::Error::NotAvailable(_))
@@ -235,4 +238,416 @@ fn every_op_on_every_device_matches_the_reference() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+// ---- Engine ops (issue 12): rms_norm, rope, silu_mul, add, get_rows, softmax, argmax, top_k ----
+
+/// Which engine op a [`EngineOp`] case runs.
+#[derive(Clone, Debug)]
+enum EngineKind {
+    RmsNorm { eps: f32 },
+    Rope(wattle::RopeParams),
+    SiluMul,
+    Add,
+    GetRows { dtype: DType, ids: Vec<u32> },
+    Softmax,
+    Argmax,
+    TopK { k: usize },
+}
+
+/// One engine-op case: its inputs (random, seeded by the shape) and the op.
+struct EngineOp {
+    kind: EngineKind,
+    shape: Vec<usize>,
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl EngineOp {
+    fn new(kind: EngineKind, shape: &[usize]) -> EngineOp {
+        let n: usize = shape.iter().product();
+        let seed = shape.iter().fold(17u64, |s, &d| s * 1_000_003 + d as u64);
+        let mut rng = Rng::new(seed ^ format!("{kind:?}").len() as u64);
+        let scale = match kind {
+            // Logits with the spread of a real model's.
+            EngineKind::Softmax | EngineKind::Argmax | EngineKind::TopK { .. } => 12.0,
+            EngineKind::SiluMul => 6.0,
+            _ => 2.0,
+        };
+        let a = rng.vec(n).into_iter().map(|v| v * scale).collect();
+        let b_len = match kind {
+            EngineKind::RmsNorm { .. } => *shape.last().unwrap_or(&0),
+            EngineKind::SiluMul | EngineKind::Add => n,
+            _ => 0,
+        };
+        let b = rng.vec(b_len).into_iter().map(|v| 1.0 + v / 2.0).collect();
+        EngineOp {
+            kind,
+            shape: shape.to_vec(),
+            a,
+            b,
+        }
+    }
+
+    fn table(&self, dtype: DType) -> wattle::Tensor {
+        wattle::Tensor::from_f32(&self.a, &self.shape)
+            .unwrap()
+            .quantize(dtype)
+            .unwrap()
+    }
+}
+
+impl OpCase for EngineOp {
+    fn name(&self) -> String {
+        let kind = match &self.kind {
+            EngineKind::Rope(p) => format!(
+                "rope({:?},n_dims={},base={},scale={},pos0={},explicit={})",
+                p.mode,
+                p.n_dims,
+                p.freq_base,
+                p.freq_scale,
+                p.pos0,
+                p.positions.is_some()
+            ),
+            EngineKind::GetRows { dtype, ids } => format!("get_rows({dtype},{} ids)", ids.len()),
+            k => format!("{k:?}"),
+        };
+        format!("{kind}{:?}", self.shape)
+    }
+
+    fn run(&self, rt: &Runtime, dev: &Device) -> wattle::Result<Vec<f32>> {
+        let x = wattle::Tensor::from_f32(&self.a, &self.shape)?.to(dev)?;
+        let y = match &self.kind {
+            EngineKind::RmsNorm { eps } => {
+                let w = wattle::Tensor::from_f32(&self.b, &[self.b.len()])?.to(dev)?;
+                rt.rms_norm(&x, &w, *eps)?
+            }
+            EngineKind::Rope(p) => rt.rope(&x, p)?,
+            EngineKind::SiluMul | EngineKind::Add => {
+                let b = wattle::Tensor::from_f32(&self.b, &self.shape)?.to(dev)?;
+                if matches!(self.kind, EngineKind::Add) {
+                    rt.add(&x, &b)?
+                } else {
+                    rt.silu_mul(&x, &b)?
+                }
+            }
+            EngineKind::GetRows { dtype, ids } => {
+                let y = rt.get_rows(&self.table(*dtype).to(dev)?, ids)?;
+                assert_eq!(y.shape(), &[ids.len(), self.shape[1]], "{}", self.name());
+                assert_eq!(&y.device(), dev);
+                return y.to_f32_vec();
+            }
+            EngineKind::Softmax => rt.softmax(&x)?,
+            EngineKind::Argmax => {
+                return Ok(rt.argmax(&x)?.into_iter().map(|i| i as f32).collect());
+            }
+            EngineKind::TopK { k } => {
+                let rows = rt.top_k(&x, *k)?;
+                assert!(rows.iter().all(|r| r.len() == *k), "{}", self.name());
+                return Ok(rows
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|(i, v)| [i as f32, v])
+                    .collect());
+            }
+        };
+        assert_eq!(y.shape(), &self.shape[..], "{}: output shape", self.name());
+        assert_eq!(y.dtype(), DType::F32);
+        assert_eq!(&y.device(), dev, "{}: output device", self.name());
+        y.to_f32_vec()
+    }
+
+    fn references(&self) -> Vec<(&'static str, Vec<f64>, f64)> {
+        let n = *self.shape.last().unwrap_or(&1);
+        let a: Vec<f64> = self.a.iter().map(|&v| v as f64).collect();
+        let b: Vec<f64> = self.b.iter().map(|&v| v as f64).collect();
+        match &self.kind {
+            EngineKind::RmsNorm { eps } => {
+                let mut y = Vec::with_capacity(a.len());
+                for r in a.chunks_exact(n) {
+                    let ms = r.iter().map(|v| v * v).sum::<f64>() / n as f64;
+                    let s = 1.0 / (ms + *eps as f64).sqrt();
+                    y.extend(r.iter().zip(&b).map(|(v, w)| v * s * w));
+                }
+                vec![("f64", y, 1e-10)]
+            }
+            EngineKind::Rope(p) => {
+                let (t, h, d) = (self.shape[0], self.shape[1], self.shape[2]);
+                let nd = if p.n_dims == 0 { d } else { p.n_dims };
+                let mut y = a.clone();
+                for i in 0..t {
+                    let pos = match &p.positions {
+                        Some(v) => v[i] as f64,
+                        None => (p.pos0 + i) as f64,
+                    };
+                    for hh in 0..h {
+                        let row = &mut y[(i * h + hh) * d..][..d];
+                        for j in 0..nd / 2 {
+                            let theta = pos
+                                * p.freq_scale as f64
+                                * (p.freq_base as f64).powf(-2.0 * j as f64 / nd as f64);
+                            let (s, c) = theta.sin_cos();
+                            let (i0, i1) = match p.mode {
+                                wattle::RopeMode::Normal => (2 * j, 2 * j + 1),
+                                wattle::RopeMode::Neox => (j, j + nd / 2),
+                            };
+                            let (x0, x1) = (row[i0], row[i1]);
+                            row[i0] = x0 * c - x1 * s;
+                            row[i1] = x0 * s + x1 * c;
+                        }
+                    }
+                }
+                vec![("f64", y, 1e-9)]
+            }
+            EngineKind::SiluMul => {
+                let y = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                    .collect();
+                vec![("f64", y, 1e-10)]
+            }
+            EngineKind::Add => vec![("f64", a.iter().zip(&b).map(|(x, y)| x + y).collect(), 1e-12)],
+            EngineKind::GetRows { dtype, ids } => {
+                let t = self.table(*dtype).to_f32_vec().unwrap();
+                let y = ids
+                    .iter()
+                    .flat_map(|&i| t[i as usize * n..][..n].iter().map(|&v| v as f64))
+                    .collect();
+                vec![("to_f32_vec rows", y, 1e-12)]
+            }
+            EngineKind::Softmax => {
+                let mut y = Vec::with_capacity(a.len());
+                for r in a.chunks_exact(n) {
+                    let m = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let s: f64 = r.iter().map(|v| (v - m).exp()).sum();
+                    y.extend(r.iter().map(|v| (v - m).exp() / s));
+                }
+                vec![("f64", y, 1e-10)]
+            }
+            EngineKind::Argmax => {
+                let y = self
+                    .a
+                    .chunks_exact(n)
+                    .map(|r| {
+                        let mut best = 0;
+                        for (i, &v) in r.iter().enumerate() {
+                            if v > r[best] {
+                                best = i;
+                            }
+                        }
+                        best as f64
+                    })
+                    .collect();
+                vec![("exact", y, 0.0)]
+            }
+            EngineKind::TopK { k } => {
+                let mut y = Vec::new();
+                for r in self.a.chunks_exact(n) {
+                    let mut idx: Vec<usize> = (0..n).collect();
+                    idx.sort_by(|&i, &j| r[j].total_cmp(&r[i]).then(i.cmp(&j)));
+                    y.extend(idx[..*k].iter().flat_map(|&i| [i as f64, r[i] as f64]));
+                }
+                vec![("exact", y, 0.0)]
+            }
+        }
+    }
+
+    fn may_be_unsupported(&self, dev: &Device) -> bool {
+        // The WGSL engine ops are not wired yet: GPUs may answer NotAvailable.
+        !dev.is_cpu()
+    }
+}
+
+fn engine_cases(software_gpu: bool) -> Vec<Box<dyn OpCase>> {
+    use wattle::{RopeMode, RopeParams};
+    let mut cases: Vec<Box<dyn OpCase>> = Vec::new();
+    let mut add =
+        |kind: EngineKind, shape: &[usize]| cases.push(Box::new(EngineOp::new(kind, shape)));
+    let rows: &[usize] = if software_gpu {
+        &[1, 3, 17]
+    } else {
+        &[1, 2, 5, 16, 17, 64]
+    };
+    let lens: &[usize] = if software_gpu {
+        &[1, 7, 64, 576]
+    } else {
+        &[1, 7, 33, 64, 576, 1000, 1536]
+    };
+    for &m in rows {
+        for &d in lens {
+            add(EngineKind::RmsNorm { eps: 1e-5 }, &[m, d]);
+            add(EngineKind::SiluMul, &[m, d]);
+            add(EngineKind::Add, &[m, d]);
+            add(EngineKind::Softmax, &[m, d]);
+            add(EngineKind::Argmax, &[m, d]);
+            add(EngineKind::TopK { k: 1 }, &[m, d]);
+            add(EngineKind::TopK { k: d.min(5) }, &[m, d]);
+        }
+    }
+    // Prefill-sized and decode-sized logits; rank-3 elementwise operands.
+    add(EngineKind::RmsNorm { eps: 1e-6 }, &[3, 4, 64]);
+    add(EngineKind::Add, &[2, 3, 5]);
+    let big = if software_gpu { 4096 } else { 49152 };
+    for kind in [
+        EngineKind::Softmax,
+        EngineKind::Argmax,
+        EngineKind::TopK { k: 40 },
+    ] {
+        add(kind, &[2, big]);
+    }
+    if !software_gpu {
+        add(EngineKind::RmsNorm { eps: 1e-5 }, &[128, 576]);
+        add(EngineKind::SiluMul, &[64, 1536]);
+        add(EngineKind::Add, &[100, 1000]);
+        add(EngineKind::Softmax, &[40, 1000]);
+    }
+    let ropes: &[(usize, usize, usize, usize)] = if software_gpu {
+        &[(1, 9, 64, 0), (3, 2, 10, 6), (5, 3, 64, 32)]
+    } else {
+        &[
+            (1, 9, 64, 0),
+            (1, 3, 64, 0),
+            (3, 2, 10, 6),
+            (5, 3, 64, 32),
+            (17, 4, 128, 0),
+            (2, 1, 2, 0),
+            (64, 9, 64, 0),
+        ]
+    };
+    for &(t, h, d, n_dims) in ropes {
+        for mode in [RopeMode::Normal, RopeMode::Neox] {
+            for (pos0, base, scale) in [(0, 10000.0, 1.0), (1000, 100000.0, 0.25)] {
+                let p = RopeParams {
+                    mode,
+                    n_dims,
+                    freq_base: base,
+                    freq_scale: scale,
+                    pos0,
+                    positions: None,
+                };
+                add(EngineKind::Rope(p), &[t, h, d]);
+            }
+            let p = RopeParams {
+                mode,
+                n_dims,
+                positions: Some((0..t as u32).map(|i| (i * 7919) % 4099).collect()),
+                ..RopeParams::default()
+            };
+            add(EngineKind::Rope(p), &[t, h, d]);
+        }
+    }
+    for dtype in [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q4_K,
+        DType::Q6_K,
+    ] {
+        let b = dtype.block_size();
+        for (vocab, d) in [(5, b), (40, 3 * b), (300, 2 * b.max(288))] {
+            if d % b != 0 {
+                continue;
+            }
+            let ids: Vec<u32> = (0..7).map(|i| (i * 13 % vocab) as u32).collect();
+            add(EngineKind::GetRows { dtype, ids }, &[vocab, d]);
+        }
+        add(
+            EngineKind::GetRows {
+                dtype,
+                ids: (0..200).map(|i| (i * 7 % 300) as u32).collect(),
+            },
+            &[300, 2 * b],
+        );
+    }
+    cases
+}
+
+/// Every CPU path of the engine-op kernels (not only the one `WATTLE_CPU_ISA` selects) against
+/// the scalar references, on awkward shapes.
+#[test]
+fn engine_ops_every_cpu_isa_matches_the_scalar_reference() {
+    use wattle_kernels::ops as k;
+    let pool = wattle_kernels::pool::ThreadPool::new(2);
+    let close = |what: &str, want: &[f32], got: &[f32], tol: f32| {
+        for (i, (a, b)) in want.iter().zip(got).enumerate() {
+            assert!(
+                (a - b).abs() <= tol * a.abs().max(1.0),
+                "{what} [{i}]: {a} vs {b}"
+            );
+        }
+    };
+    for isa in wattle::Isa::supported() {
+        let mut rng = Rng::new(isa as u64 + 7);
+        for (m, d) in [
+            (1, 1),
+            (1, 576),
+            (3, 7),
+            (17, 33),
+            (5, 1536),
+            (40, 1000),
+            (2, 49152),
+        ] {
+            let x: Vec<f32> = rng.vec(m * d).iter().map(|v| v * 8.0).collect();
+            let y: Vec<f32> = rng.vec(m * d);
+            let w: Vec<f32> = rng.vec(d);
+            let (mut want, mut got) = (vec![0f32; m * d], vec![0f32; m * d]);
+            let what = |op: &str| format!("{op} {isa} [{m}, {d}]");
+            k::rms_norm_ref(&x, &w, 1e-5, &mut want);
+            k::rms_norm(isa, &pool, &x, &w, 1e-5, &mut got);
+            close(&what("rms_norm"), &want, &got, 1e-5);
+            k::silu_mul_ref(&x, &y, &mut want);
+            k::silu_mul(isa, &pool, &x, &y, &mut got);
+            close(&what("silu_mul"), &want, &got, 1e-6);
+            k::add_ref(&x, &y, &mut want);
+            k::add(isa, &pool, &x, &y, &mut got);
+            assert_eq!(want, got, "{}", what("add"));
+            k::softmax_ref(&x, d, &mut want);
+            k::softmax(isa, &pool, &x, d, &mut got);
+            close(&what("softmax"), &want, &got, 2e-6);
+            assert_eq!(
+                k::argmax(isa, &pool, &x, d),
+                k::argmax_ref(&x, d),
+                "{}",
+                what("argmax")
+            );
+            for kk in [1, 3, 40] {
+                if kk <= d {
+                    assert_eq!(
+                        k::top_k(isa, &pool, &x, d, kk),
+                        k::top_k_ref(&x, d, kk),
+                        "{}",
+                        what("top_k")
+                    );
+                }
+            }
+        }
+        for layout in [k::RopeLayout::Normal, k::RopeLayout::Neox] {
+            for (t, h, d, n_dims) in [
+                (1, 9, 64, 64),
+                (3, 2, 10, 6),
+                (33, 3, 64, 32),
+                (2, 1, 18, 18),
+            ] {
+                let a = k::RopeArgs {
+                    t,
+                    h,
+                    d,
+                    n_dims,
+                    layout,
+                    freq_base: 10000.0,
+                    freq_scale: 1.0,
+                };
+                let x = rng.vec(t * h * d);
+                let pos: Vec<u32> = (0..t as u32).map(|i| i * 101 + 3).collect();
+                let (mut want, mut got) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+                k::rope_ref(&a, &x, &pos, &mut want);
+                k::rope(isa, &pool, &a, &x, &pos, &mut got);
+                close(&format!("rope {isa} {a:?}"), &want, &got, 2e-6);
+            }
+        }
+    }
 }

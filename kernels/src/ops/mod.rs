@@ -10,6 +10,7 @@ pub mod act;
 pub mod norm;
 pub mod rope;
 pub mod rows;
+mod simd;
 pub mod softmax;
 
 pub use act::{add, add_ref, silu_mul, silu_mul_ref};

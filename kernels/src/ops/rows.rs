@@ -1,5 +1,7 @@
 //! Row gather (embedding lookup) from a table of any storage dtype, dequantized to f32.
 
+use super::simd::{per_isa, OpsSimd};
+use crate::isa::Isa;
 use crate::pool::ThreadPool;
 use crate::quant::{BlockFormat, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ6K, BlockQ8K, BlockQ8_0};
 use crate::DType;
@@ -20,6 +22,7 @@ const ROWS_PER_TASK: usize = 64;
 /// When `d` is not a multiple of the block size, `out` is not `ids.len() × d` long, or an id is
 /// not below the number of rows `table` holds (callers validate first).
 pub fn get_rows(
+    isa: Isa,
     pool: &ThreadPool,
     dtype: DType,
     table: &[u8],
@@ -38,7 +41,7 @@ pub fn get_rows(
     let gather = |ids: &[u32], out: &mut [f32]| {
         for (&id, o) in ids.iter().zip(out.chunks_exact_mut(d)) {
             let start = id as usize * rb;
-            dequantize_row(dtype, &table[start..start + rb], o);
+            dequantize_row(isa, dtype, &table[start..start + rb], o);
         }
     };
     if ids.len() < 2 * ROWS_PER_TASK || pool.threads() == 1 {
@@ -56,8 +59,35 @@ pub fn get_rows(
     });
 }
 
+per_isa!(fn widen16(src: &[u16], bf16: bool, out: &mut [f32]) => widen16_body);
+
+/// f16 (or bf16) bits to f32 with the ISA's conversions.
+#[inline(always)]
+unsafe fn widen16_body<S: OpsSimd>(src: &[u16], bf16: bool, out: &mut [f32]) {
+    let l = S::LANES;
+    let n = out.len() / l * l;
+    let (sp, op) = (src.as_ptr(), out.as_mut_ptr());
+    let mut i = 0;
+    while i < n {
+        let v = if bf16 {
+            S::load_bf16(sp.add(i))
+        } else {
+            S::load_f16(sp.add(i))
+        };
+        S::store(op.add(i), v);
+        i += l;
+    }
+    for (o, &h) in out[n..].iter_mut().zip(&src[n..]) {
+        *o = if bf16 {
+            bf16::from_bits(h).to_f32()
+        } else {
+            f16::from_bits(h).to_f32()
+        };
+    }
+}
+
 /// Dequantizes one row (`bytes` of `dtype`) into `out`.
-fn dequantize_row(dtype: DType, bytes: &[u8], out: &mut [f32]) {
+fn dequantize_row(isa: Isa, dtype: DType, bytes: &[u8], out: &mut [f32]) {
     fn blocks<B: BlockFormat>(bytes: &[u8], out: &mut [f32]) {
         match bytemuck::try_cast_slice::<u8, B>(bytes) {
             Ok(b) => B::dequantize_ref(b, out),
@@ -75,14 +105,17 @@ fn dequantize_row(dtype: DType, bytes: &[u8], out: &mut [f32]) {
                 *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }
         }
-        DType::F16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-        DType::BF16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+        DType::F16 | DType::BF16 => {
+            let bf = dtype == DType::BF16;
+            match bytemuck::try_cast_slice::<u8, u16>(bytes) {
+                Ok(h) => widen16(isa, h, bf, out),
+                Err(_) => {
+                    let h: Vec<u16> = bytes
+                        .chunks_exact(2)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                        .collect();
+                    widen16(isa, &h, bf, out)
+                }
             }
         }
         DType::Q8_0 => blocks::<BlockQ8_0>(bytes, out),
@@ -122,20 +155,22 @@ mod tests {
             quant::dequantize(dtype, &bytes, &mut all).unwrap();
             let ids: Vec<u32> = (0..200).map(|i| (i * 7 % rows) as u32).collect();
             let mut out = vec![0f32; ids.len() * d];
-            get_rows(&pool, dtype, &bytes, d, &ids, &mut out);
-            for (r, &id) in ids.iter().enumerate() {
-                let id = id as usize;
-                assert_eq!(
-                    &out[r * d..(r + 1) * d],
-                    &all[id * d..(id + 1) * d],
-                    "{dtype}"
-                );
+            for isa in Isa::supported() {
+                get_rows(isa, &pool, dtype, &bytes, d, &ids, &mut out);
+                for (r, &id) in ids.iter().enumerate() {
+                    let id = id as usize;
+                    assert_eq!(
+                        &out[r * d..(r + 1) * d],
+                        &all[id * d..(id + 1) * d],
+                        "{dtype} {isa}"
+                    );
+                }
             }
             // An odd offset forces the copying path.
             let mut shifted = vec![0u8; bytes.len() + 1];
             shifted[1..].copy_from_slice(&bytes);
             let mut out2 = vec![0f32; ids.len() * d];
-            get_rows(&pool, dtype, &shifted[1..], d, &ids, &mut out2);
+            get_rows(Isa::best(), &pool, dtype, &shifted[1..], d, &ids, &mut out2);
             assert_eq!(out, out2, "{dtype} unaligned");
         }
     }

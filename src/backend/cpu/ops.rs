@@ -50,7 +50,7 @@ impl CpuBackend {
     pub fn get_rows(&self, table: &Tensor, d: usize, ids: &[u32]) -> Result<Tensor> {
         let bytes = host(table)?.bytes();
         Ok(f32_out(&[ids.len(), d], |o| {
-            k::get_rows(self.pool, table.dtype(), bytes, d, ids, o)
+            k::get_rows(self.isa, self.pool, table.dtype(), bytes, d, ids, o)
         }))
     }
 
