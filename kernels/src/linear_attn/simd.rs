@@ -506,7 +506,7 @@ unsafe fn chunked_head<S: AttnSimd, const MR: usize, const NV: usize>(
     if gla {
         m.x1 = vec![0f32; CHUNK * dkp];
         m.x2 = vec![0f32; CHUNK * dkp];
-        m.x3 = vec![0f32; dkp * SUB.max(CHUNK)];
+        m.x4 = vec![0f32; CHUNK * dkp];
     }
     for (ch, row) in st.chunks_exact(dv).enumerate() {
         m.sp[ch * dvp..ch * dvp + dv].copy_from_slice(row);
@@ -751,7 +751,15 @@ unsafe fn chunk<S: AttnSimd, const MR: usize, const NV: usize>(
     !direct
 }
 
-/// One GLA chunk (rows already gathered): per-channel decays, sub-chunks of [`SUB`].
+/// One GLA chunk (rows already gathered): per-channel decays, in sub-chunks of [`SUB`] rows.
+///
+/// Row block `I = [i0, i0 + SUB)` meets the keys before it through `e = b[i0 − 1]`:
+/// `A[I, <i0] = (Q_I ⊙ exp(b_I − e)) (K_{<i0} ⊙ exp(e − b_{<i0}))ᵀ`, one matmul, both factors
+/// ≤ 1. The decayed keys are kept transposed in `m.kt` and carried from one block's reference
+/// to the next by `exp(e' − e)` per channel, so each key row takes its exponentials once. Inside
+/// the diagonal block, `exp(b_t − b_j) = Π_{j<s≤t} exp(g_s)` is a running product of per-token
+/// decays (all ≤ 1). The state update reuses the carried keys with the chunk's last token as
+/// the reference.
 #[inline(always)]
 unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
     log_decay: &[f32],
@@ -764,9 +772,9 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
 ) {
     let l = S::LANES;
     let dk = s.dk;
-    // Cumulative log decays [CHUNK, dkp] (x1), zero in the pad channels; rows ≥ n repeat the
-    // last row.
-    let gb = m.x1.as_mut_ptr();
+    // Per-token decays exp(g_t) (x4) and cumulative log decays (x1), [CHUNK, dkp], zero in the
+    // pad channels; rows ≥ n of b repeat the last row.
+    let (gb, dt) = (m.x1.as_mut_ptr(), m.x4.as_mut_ptr());
     for t in 0..CHUNK {
         let row = gb.add(t * dkp);
         if t == 0 {
@@ -779,6 +787,7 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
             for (ch, &g) in src.iter().enumerate() {
                 *row.add(ch) += g;
             }
+            exp_slice::<S>(src.as_ptr(), dt.add(t * dkp), dk);
         }
     }
     let (qb, kb, a, sp, ob) = (
@@ -788,53 +797,65 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
         m.sp.as_mut_ptr(),
         m.ob.as_mut_ptr(),
     );
-    let (xg, xt, kt) = (m.x2.as_mut_ptr(), m.x3.as_mut_ptr(), m.kt.as_mut_ptr());
+    let (xg, kt) = (m.x2.as_mut_ptr(), m.kt.as_mut_ptr());
     std::ptr::write_bytes(a, 0, CHUNK * CHUNK);
-    for j0 in (0..n).step_by(SUB) {
-        let j1 = (j0 + SUB).min(n);
-        // Diagonal block: one exponent per (query, key, channel).
-        for t in j0..j1 {
-            for j in j0..=t {
+    let mut f = vec![0f32; dkp];
+    let mut w = vec![0f32; dkp];
+    let zero = vec![0f32; dkp];
+    let mut last_block = 0;
+    for i0 in (0..n).step_by(SUB) {
+        let i1 = (i0 + SUB).min(n);
+        last_block = i0;
+        if i0 > 0 {
+            let e = gb.add((i0 - 1) * dkp);
+            if i0 > SUB {
+                carry_keys::<S>(kt, i0 - SUB, (gb.add((i0 - SUB - 1) * dkp), e), dkp, &mut f);
+            }
+            for j in i0 - SUB..i0 {
+                scaled_row::<S>((xg, kb), (gb, dkp), j, e, false);
+            }
+            transpose::<S>(
+                (xg.add((i0 - SUB) * dkp), dkp),
+                (SUB, dkp),
+                (kt.add(i0 - SUB), CHUNK),
+            );
+            for t in i0..i1 {
+                scaled_row::<S>((xg, qb), (gb, dkp), t, e, true);
+            }
+            gemm::<S, MR, NV>(
+                (i1 - i0, i0, dkp),
+                (xg.add(i0 * dkp), dkp),
+                (kt, CHUNK),
+                (a.add(i0 * CHUNK), CHUNK),
+                0.0,
+                Tri::Full,
+            );
+        }
+        // Diagonal block: running products of the per-token decays.
+        for j in i0..i1 {
+            for ch in (0..dkp).step_by(l) {
+                S::store(w.as_mut_ptr().add(ch), S::splat(1.0));
+            }
+            for t in j..i1 {
                 let mut x = S::zero();
                 for ch in (0..dkp).step_by(l) {
-                    let d = sub::<S>(S::load(gb.add(t * dkp + ch)), S::load(gb.add(j * dkp + ch)));
+                    let wp = w.as_mut_ptr().add(ch);
+                    let wv = if t > j {
+                        S::mul(S::load(wp), S::load(dt.add(t * dkp + ch)))
+                    } else {
+                        S::load(wp)
+                    };
+                    S::store(wp, wv);
                     let qk = S::mul(S::load(qb.add(t * dkp + ch)), S::load(kb.add(j * dkp + ch)));
-                    x = S::fma(qk, S::exp(nonpos::<S>(d)), x);
+                    x = S::fma(qk, wv, x);
                 }
                 *a.add(t * CHUNK + j) = S::hsum(x);
             }
         }
-        if j1 >= n {
-            continue;
-        }
-        // Below it: through e, the decays at the block's last token.
-        let e = gb.add((j1 - 1) * dkp);
-        for j in j0..j0 + SUB {
-            if j < j1 {
-                scaled_row::<S>((xg, kb), (gb, dkp), j, e, false);
-            } else {
-                std::ptr::write_bytes(xg.add(j * dkp), 0, dkp);
-            }
-        }
-        transpose::<S>((xg.add(j0 * dkp), dkp), (SUB, dkp), (xt, SUB));
-        for t in j0 + SUB..n {
-            scaled_row::<S>((xg, qb), (gb, dkp), t, e, true);
-        }
-        let r0 = j0 + SUB;
-        gemm::<S, MR, NV>(
-            (n - r0, SUB, dkp),
-            (xg.add(r0 * dkp), dkp),
-            (xt, SUB),
-            (a.add(r0 * CHUNK + j0), CHUNK),
-            0.0,
-            Tri::Full,
-        );
     }
     // O = (Q ⊙ exp(b)) S + A V.
-    let zero = m.x3.as_mut_ptr(); // any dkp zeros: reuse as the reference "e = 0"
-    std::ptr::write_bytes(zero, 0, dkp);
     for t in 0..n {
-        scaled_row::<S>((qb, qb), (gb, dkp), t, zero, true);
+        scaled_row::<S>((qb, qb), (gb, dkp), t, zero.as_ptr(), true);
     }
     gemm::<S, MR, NV>(
         (n, dvp, dkp),
@@ -852,19 +873,32 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
         1.0,
         Tri::Depth,
     );
-    // S ← diag(exp(b_c)) S + (K ⊙ exp(b_c − b))ᵀ V.
+    // S ← diag(exp(b_c)) S + (K ⊙ exp(b_c − b))ᵀ V: the carried keys, referenced to the last
+    // token, plus the last block's keys.
     let last = gb.add((n - 1) * dkp);
-    for t in 0..CHUNK {
-        if t < n {
-            scaled_row::<S>((xg, kb), (gb, dkp), t, last, false);
+    if last_block > 0 {
+        carry_keys::<S>(
+            kt,
+            last_block,
+            (gb.add((last_block - 1) * dkp), last),
+            dkp,
+            &mut f,
+        );
+    }
+    for j in last_block..last_block + SUB {
+        if j < n {
+            scaled_row::<S>((xg, kb), (gb, dkp), j, last, false);
         } else {
-            std::ptr::write_bytes(xg.add(t * dkp), 0, dkp);
+            std::ptr::write_bytes(xg.add(j * dkp), 0, dkp);
         }
     }
-    transpose::<S>((xg, dkp), (CHUNK, dkp), (kt, CHUNK));
-    let mut el = vec![0f32; dkp];
-    exp_slice::<S>(last, el.as_mut_ptr(), dkp);
-    for (ch, &e) in el.iter().enumerate() {
+    transpose::<S>(
+        (xg.add(last_block * dkp), dkp),
+        (SUB, dkp),
+        (kt.add(last_block), CHUNK),
+    );
+    exp_slice::<S>(last, f.as_mut_ptr(), dkp);
+    for (ch, &e) in f.iter().enumerate() {
         let ev = S::splat(e);
         for j in (0..dvp).step_by(l) {
             let p = sp.add(ch * dvp + j);
@@ -879,6 +913,30 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
         1.0,
         Tri::Full,
     );
+}
+
+/// Multiplies columns `< cols` of the transposed decayed keys `kt [dkp, CHUNK]` by
+/// `exp(to − from)` per channel (row), moving them from reference `from` to the later `to`.
+#[inline(always)]
+unsafe fn carry_keys<S: AttnSimd>(
+    kt: *mut f32,
+    cols: usize,
+    (from, to): (*const f32, *const f32),
+    dkp: usize,
+    f: &mut [f32],
+) {
+    let l = S::LANES;
+    for ch in (0..dkp).step_by(l) {
+        let d = nonpos::<S>(sub::<S>(S::load(to.add(ch)), S::load(from.add(ch))));
+        S::store(f.as_mut_ptr().add(ch), S::exp(d));
+    }
+    for (ch, &fc) in f.iter().enumerate().take(dkp) {
+        let fv = S::splat(fc);
+        for j in (0..cols).step_by(l) {
+            let p = kt.add(ch * CHUNK + j);
+            S::store(p, S::mul(fv, S::load(p)));
+        }
+    }
 }
 
 /// `dst[t] = src[t] ⊙ exp(gb[t] − e)` (`later`) or `⊙ exp(e − gb[t])`, rows of `dkp`; the
