@@ -127,6 +127,23 @@ fn logits_match_the_f64_reference() {
         assert_eq!(argmax, top[0].0, "position {i}: likeliest token differs");
     }
     eprintln!("decoder logits: largest centred difference from the f64 reference {worst:.4}");
+
+    // Stacked Q/K/V and gate/up projections compute the same thing.
+    let mut fused = m.clone();
+    fused.fuse().expect("fuse");
+    assert!(fused.blocks.iter().all(|b| b.fused.is_some()));
+    let mut dec = Decoder::new(&rt, &fused, options(KvChoice::F16, 16)).expect("decoder");
+    let f = dec
+        .forward(&ids, 0)
+        .expect("forward")
+        .to_f32_vec()
+        .expect("logits");
+    let d = f
+        .iter()
+        .zip(&v)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(d < 1e-3, "fused projections change the logits by {d}");
 }
 
 /// Greedy 32 tokens equal llama-completion's text (committed golden from

@@ -89,8 +89,8 @@ pub fn run(
         notes.push(msg);
         return;
     };
-    let model = match Model::open(path, dev) {
-        Ok((_, m)) => m,
+    let model = match Model::open(path, dev).and_then(|(_, mut m)| m.fuse().map(|()| m)) {
+        Ok(m) => m,
         Err(e) => {
             let msg = format!("{label} model suite: skipped: {}: {e}", path.display());
             progress.note(&msg);

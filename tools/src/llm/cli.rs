@@ -80,7 +80,12 @@ impl EngineArgs {
 /// Loads the model and its tokenizer, saying what was loaded on stderr.
 pub fn load(path: &Path, dev: &Device) -> Result<(Model, Tokenizer), String> {
     let t0 = Instant::now();
-    let (f, model) = Model::open(path, dev).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (f, mut model) = Model::open(path, dev).map_err(|e| format!("{}: {e}", path.display()))?;
+    if std::env::var_os("WATTLE_DECODER_NO_FUSE").is_none() {
+        model
+            .fuse()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     let tok =
         Tokenizer::from_gguf(&f).map_err(|e| format!("{}: tokenizer: {e}", path.display()))?;
     eprintln!(
@@ -168,6 +173,7 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
         seed,
     });
     let mut dec = Decoder::new(&rt, &model, a.engine.options(ctx))?;
+    let profile = std::env::var_os("WATTLE_DECODER_PROFILE").is_some();
     eprintln!(
         "wattle run: {} prompt tokens, ctx {ctx}, {}, {}",
         prompt.len(),
@@ -199,6 +205,7 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let mut next = sampler.sample(&rt, &logits).map_err(|e| e.to_string())?;
         t_first = Instant::now();
+        dec.set_profiling(profile);
         loop {
             if tok.is_eog(next) {
                 stop = Some("end of generation token");
@@ -239,7 +246,23 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
         generated.saturating_sub(1) as f64 / tg.max(1e-9),
         dec.cache_bytes() as f64 / 1e6
     );
+    if profile {
+        print_step_times("wattle run: decode", &dec);
+    }
     Ok(())
+}
+
+/// The decoder's time per kind of step (`WATTLE_DECODER_PROFILE`), on stderr.
+fn print_step_times(prefix: &str, dec: &Decoder) {
+    let total: f64 = dec.step_times().iter().map(|s| s.1).sum();
+    for (what, secs, n) in dec.step_times() {
+        eprintln!(
+            "{prefix} {what:>16}: {:8.2} ms {:5.1}% ({n} calls, {:.1} us each)",
+            secs * 1e3,
+            100.0 * secs / total.max(1e-12),
+            secs * 1e6 / n.max(1) as f64
+        );
+    }
 }
 
 /// `wattle perplexity`.
@@ -357,6 +380,8 @@ pub fn perplexity_cmd(a: &PerplexityArgs) -> Result<(), String> {
         dev
     );
     let mut dec = Decoder::new(&rt, &model, a.engine.options(a.ctx))?;
+    let profile = std::env::var_os("WATTLE_DECODER_PROFILE").is_some();
+    dec.set_profiling(profile);
     let t0 = Instant::now();
     let r = perplexity(&mut dec, &tokens, bos, a.ctx, a.chunks, |i, p| {
         eprint!("[{}]{p:.4},", i + 1);
@@ -371,6 +396,9 @@ pub fn perplexity_cmd(a: &PerplexityArgs) -> Result<(), String> {
         secs,
         (r.chunks * a.ctx) as f64 / secs.max(1e-9)
     );
+    if profile {
+        print_step_times("wattle perplexity:", &dec);
+    }
     println!("PPL = {:.4} +/- {:.5}", r.ppl, r.err);
     Ok(())
 }

@@ -175,6 +175,8 @@ pub struct Decoder<'m> {
     opts: DecoderOptions,
     cache: KvCache,
     pos: usize,
+    /// Time per kind of step when profiling.
+    times: Option<Vec<(&'static str, f64, usize)>>,
 }
 
 impl fmt::Debug for Decoder<'_> {
@@ -191,6 +193,23 @@ impl fmt::Debug for Decoder<'_> {
 fn reshape(t: &Tensor, shape: &[usize]) -> wattle::Result<Tensor> {
     let host = Tensor::from_f32(&t.to_f32_vec()?, shape)?;
     host.to(&t.device())
+}
+
+/// The columns of a `[m, n]` F32 tensor cut into consecutive groups of `widths` (copies).
+fn split_cols(t: &Tensor, widths: &[usize]) -> wattle::Result<Vec<Tensor>> {
+    let (m, n) = (t.shape()[0], t.shape()[1]);
+    let v = t.to_f32_vec()?;
+    let mut out = Vec::with_capacity(widths.len());
+    let mut c0 = 0;
+    for &w in widths {
+        let mut part = Vec::with_capacity(m * w);
+        for r in 0..m {
+            part.extend_from_slice(&v[r * n + c0..r * n + c0 + w]);
+        }
+        out.push(Tensor::from_f32(&part, &[m, w])?.to(&t.device())?);
+        c0 += w;
+    }
+    Ok(out)
 }
 
 /// Rows `from..` of a `[m, n]` F32 tensor (a copy).
@@ -239,6 +258,7 @@ impl<'m> Decoder<'m> {
             opts,
             cache,
             pos: 0,
+            times: None,
         })
     }
 
@@ -309,23 +329,45 @@ impl<'m> Decoder<'m> {
             ..AttentionParams::causal()
         };
 
+        let mut clock = Clock::start(self.times.is_some());
         let mut x = rt
             .get_rows(&m.tok_embd, ids)
             .at(|| "token embeddings".into())?;
+        clock.lap("get_rows");
         for (l, b) in m.blocks.iter().enumerate() {
             let at = |what: &'static str| move || format!("block {l}: {what}");
             let h = rt
                 .rms_norm(&x, &b.attn_norm, c.rms_eps)
                 .at(at("attn_norm"))?;
-            let q = rt.matmul(&h, &b.wq).at(at("q projection"))?;
-            let k = rt.matmul(&h, &b.wk).at(at("k projection"))?;
-            let v = rt.matmul(&h, &b.wv).at(at("v projection"))?;
+            clock.lap("rms_norm");
+            let (q, k, v) = match &b.fused {
+                Some(fb) => {
+                    let qkv = rt.matmul(&h, &fb.wqkv).at(at("qkv projection"))?;
+                    clock.lap("matmul qkv");
+                    let mut heads =
+                        split_cols(&qkv, &[nh * hd, nkv * hd, nkv * hd]).at(at("q/k/v split"))?;
+                    let v = heads.pop().expect("three parts");
+                    let k = heads.pop().expect("three parts");
+                    let q = heads.pop().expect("three parts");
+                    (q, k, v)
+                }
+                None => {
+                    let q = rt.matmul(&h, &b.wq).at(at("q projection"))?;
+                    let k = rt.matmul(&h, &b.wk).at(at("k projection"))?;
+                    let v = rt.matmul(&h, &b.wv).at(at("v projection"))?;
+                    clock.lap("matmul qkv");
+                    (q, k, v)
+                }
+            };
             let q = reshape(&q, &[t, nh, hd]).at(at("q heads"))?;
             let k = reshape(&k, &[t, nkv, hd]).at(at("k heads"))?;
             let v = reshape(&v, &[t, nkv, hd]).at(at("v heads"))?;
+            clock.lap("reshape");
             let q = rt.rope(&q, &rope).at(at("rope q"))?;
             let k = rt.rope(&k, &rope).at(at("rope k"))?;
+            clock.lap("rope");
             self.cache.append(l, &k, &v).at(at("KV append"))?;
+            clock.lap("kv append");
             let o = match direct_dtype {
                 Some(dt) => {
                     let ks = k.quantize(dt).at(at("K to the cache format"))?;
@@ -334,22 +376,104 @@ impl<'m> Decoder<'m> {
                 }
                 None => self.cache.attend(l, &q, &attn).at(at("cached attention"))?,
             };
+            clock.lap("attention");
             let o = reshape(&o, &[t, nh * hd]).at(at("attention output"))?;
+            clock.lap("reshape");
             let a = rt.matmul(&o, &b.wo).at(at("output projection"))?;
+            clock.lap("matmul o");
             x = rt.add(&x, &a).at(at("residual"))?;
+            clock.lap("add");
             let h = rt.rms_norm(&x, &b.ffn_norm, c.rms_eps).at(at("ffn_norm"))?;
-            let g = rt.matmul(&h, &b.w_gate).at(at("gate"))?;
-            let u = rt.matmul(&h, &b.w_up).at(at("up"))?;
+            clock.lap("rms_norm");
+            let (g, u) = match &b.fused {
+                Some(fb) => {
+                    let gu = rt.matmul(&h, &fb.w_gate_up).at(at("gate/up"))?;
+                    clock.lap("matmul gate/up");
+                    let mut parts = split_cols(&gu, &[c.n_ff, c.n_ff]).at(at("gate/up split"))?;
+                    let u = parts.pop().expect("two parts");
+                    (parts.pop().expect("two parts"), u)
+                }
+                None => {
+                    let g = rt.matmul(&h, &b.w_gate).at(at("gate"))?;
+                    let u = rt.matmul(&h, &b.w_up).at(at("up"))?;
+                    clock.lap("matmul gate/up");
+                    (g, u)
+                }
+            };
+            clock.lap("split");
             let f = rt.silu_mul(&g, &u).at(at("silu_mul"))?;
+            clock.lap("silu_mul");
             let d = rt.matmul(&f, &b.w_down).at(at("down"))?;
+            clock.lap("matmul down");
             x = rt.add(&x, &d).at(at("residual"))?;
+            clock.lap("add");
         }
         self.pos = p0 + t;
         let x = rows_from(&x, logits_from).at(|| "last rows".into())?;
         let x = rt
             .rms_norm(&x, &m.output_norm, c.rms_eps)
             .at(|| "output_norm".into())?;
-        rt.matmul(&x, &m.output).at(|| "logits".into())
+        clock.lap("rms_norm");
+        let logits = rt.matmul(&x, &m.output).at(|| "logits".into())?;
+        clock.lap("matmul logits");
+        if let Some(times) = &mut self.times {
+            clock.add_to(times);
+        }
+        Ok(logits)
+    }
+
+    /// Starts (or stops) timing each kind of step; see [`Decoder::step_times`].
+    pub fn set_profiling(&mut self, on: bool) {
+        self.times = on.then(Vec::new);
+    }
+
+    /// Seconds and calls per kind of step since profiling was turned on, slowest first.
+    pub fn step_times(&self) -> Vec<(&'static str, f64, usize)> {
+        let mut v = self.times.clone().unwrap_or_default();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v
+    }
+}
+
+/// Wall time between the laps of a forward pass, by kind of step (when enabled).
+struct Clock {
+    last: Option<std::time::Instant>,
+    laps: Vec<(&'static str, f64, usize)>,
+}
+
+impl Clock {
+    fn start(enabled: bool) -> Clock {
+        Clock {
+            last: enabled.then(std::time::Instant::now),
+            laps: Vec::new(),
+        }
+    }
+
+    /// Charges the time since the previous lap to `what`.
+    fn lap(&mut self, what: &'static str) {
+        let Some(last) = self.last else { return };
+        let now = std::time::Instant::now();
+        let dt = (now - last).as_secs_f64();
+        self.last = Some(now);
+        match self.laps.iter_mut().find(|l| l.0 == what) {
+            Some(l) => {
+                l.1 += dt;
+                l.2 += 1;
+            }
+            None => self.laps.push((what, dt, 1)),
+        }
+    }
+
+    fn add_to(&self, acc: &mut Vec<(&'static str, f64, usize)>) {
+        for &(what, dt, n) in &self.laps {
+            match acc.iter_mut().find(|l| l.0 == what) {
+                Some(l) => {
+                    l.1 += dt;
+                    l.2 += n;
+                }
+                None => acc.push((what, dt, n)),
+            }
+        }
     }
 }
 
