@@ -130,10 +130,7 @@ impl Runtime {
         let shape = crate::attention::check(q, k, v, params)?;
         match q.device().backend() {
             Backend::Cpu(c) => c.attention(q, k, v, params, &shape),
-            Backend::Gpu(_) => Err(Error::UnsupportedDType {
-                op: "attention on a GPU (not yet)",
-                dtype: k.dtype(),
-            }),
+            Backend::Gpu(g) => g.attention(q, k, v, params, &shape),
         }
     }
 }

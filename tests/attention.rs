@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use wattle::{AttentionParams, DType, Error, Runtime, Tensor};
+use wattle::{AttentionParams, DType, Device, Error, Runtime, Tensor};
 
 struct Case {
     t_q: usize,
@@ -74,7 +74,7 @@ fn reference(c: &Case, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f64> {
     out
 }
 
-fn run(rt: &Runtime, c: &Case, seed: u64) -> Result<f64, Error> {
+fn run(rt: &Runtime, dev: &Device, c: &Case, seed: u64) -> Result<f64, Error> {
     let mut rng = Rng::new(seed);
     let q: Vec<f32> = rng
         .vec(c.t_q * c.h_q * c.d)
@@ -87,7 +87,10 @@ fn run(rt: &Runtime, c: &Case, seed: u64) -> Result<f64, Error> {
         &rng.vec(c.t_k * c.h_kv * c.d_v),
         &[c.t_k, c.h_kv, c.d_v],
     );
-    let qt = Tensor::from_f32(&q, &[c.t_q, c.h_q, c.d]).unwrap();
+    let qt = Tensor::from_f32(&q, &[c.t_q, c.h_q, c.d])
+        .unwrap()
+        .to(dev)?;
+    let (kt, vt) = (kt.to(dev)?, vt.to(dev)?);
     let mut params = c.params.clone();
     params.sinks = c
         .sinks
@@ -227,11 +230,8 @@ fn attention_matches_f64_reference_on_every_device() {
     let rt = Runtime::new().unwrap();
     let mut failures = Vec::new();
     for dev in devices_under_test(&rt) {
-        if !dev.is_cpu() {
-            continue; // WGSL attention arrives with its issue; the CPU is checked here.
-        }
         for (seed, (name, c)) in cases().into_iter().enumerate() {
-            match run(&rt, &c, seed as u64) {
+            match run(&rt, &dev, &c, seed as u64) {
                 Ok(e) if e <= 5e-4 => {}
                 Ok(e) => failures.push(format!("{name} on {dev}: NMSE {e:.3e}")),
                 Err(e) => failures.push(format!("{name} on {dev}: {e}")),

@@ -6,6 +6,7 @@
 //! workgroup-memory reductions, native f16 or f32 math) chosen from the adapter's features;
 //! `WATTLE_GPU_NO_SUBGROUPS=1` and `WATTLE_GPU_NO_F16=1` force the fallbacks.
 
+pub(crate) mod attention;
 mod buffer;
 pub(crate) mod matmul;
 mod pipeline;
@@ -310,6 +311,7 @@ pub fn shader_sources() -> Vec<(String, String)> {
             matmul::quantize_key(DType::F16, DType::Q4_K),
         ])
         .chain(probe::keys())
+        .chain(attention::all_keys())
     {
         let name = format!("{}:{}", key.variant, key.entry);
         match key.source() {

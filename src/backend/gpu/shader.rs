@@ -9,15 +9,16 @@
 use crate::error::{Error, Result};
 
 /// Kernel families: `(name, source)`.
-pub(crate) const FAMILIES: [(&str, &str); 4] = [
+pub(crate) const FAMILIES: [(&str, &str); 5] = [
     ("matvec", include_str!("../../../shaders/matvec.wgsl")),
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
     ("quantize", include_str!("../../../shaders/quantize.wgsl")),
     ("probe", include_str!("../../../shaders/probe.wgsl")),
+    ("attention", include_str!("../../../shaders/attention.wgsl")),
 ];
 
 /// Shared partials: `(include name, source)`.
-const PARTIALS: [(&str, &str); 11] = [
+const PARTIALS: [(&str, &str); 12] = [
     ("bytes", include_str!("../../../shaders/_bytes.wgsl")),
     ("xq8", include_str!("../../../shaders/_xq8.wgsl")),
     ("q8_0", include_str!("../../../shaders/_q8_0.wgsl")),
@@ -28,6 +29,7 @@ const PARTIALS: [(&str, &str); 11] = [
     ("wformat", include_str!("../../../shaders/_wformat.wgsl")),
     ("f16", include_str!("../../../shaders/_f16.wgsl")),
     ("load", include_str!("../../../shaders/_load.wgsl")),
+    ("kvread", include_str!("../../../shaders/_kvread.wgsl")),
     (
         "matmul_io",
         include_str!("../../../shaders/_matmul_io.wgsl"),

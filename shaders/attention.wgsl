@@ -1,0 +1,231 @@
+// Softmax attention (SPEC §6), flash-decoding style in two passes.
+//
+// `attn_split`: one workgroup per (query, KV head, key split). The query heads of the GQA group
+// share every K/V element the workgroup reads. Keys go in tiles of WG: thread t scores key t
+// against every head of the group, one thread per head updates that head's running max and
+// sum and turns the tile's scores into weights, then each thread accumulates the weighted
+// values of its own output channels. The split's state (max, sum, unnormalised output) goes
+// to `part`.
+// `attn_merge`: one workgroup per (query, head): combines the splits by log-sum-exp, adds the
+// sink column and normalises.
+//
+// Defines: Q_F32|Q_F16 (queries), K_* and V_* (F32, F16, Q8_0, Q4_0): the storage formats.
+
+struct Params {
+    t_q: u32,
+    h_q: u32,
+    h_kv: u32,
+    d: u32,
+    d_v: u32,
+    t_k: u32,
+    q_pos0: u32,
+    // 0: no window.
+    window: u32,
+    causal: u32,
+    has_pos: u32,
+    splits: u32,
+    has_sinks: u32,
+    scale: f32,
+    // 0: no softcap.
+    softcap: f32,
+    pad0: u32,
+    pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> qb: array<u32>;
+@group(0) @binding(1) var<storage, read> kb: array<u32>;
+@group(0) @binding(2) var<storage, read> vb: array<u32>;
+@group(0) @binding(3) var<storage, read> kpos: array<u32>;
+@group(0) @binding(4) var<storage, read_write> part: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(6) var<storage, read> sinks: array<f32>;
+@group(0) @binding(7) var<storage, read_write> outb: array<f32>;
+
+#include "kvread" B=qb F=Q
+#include "kvread" B=kb F=K
+#include "kvread" B=vb F=V
+
+// Threads per workgroup, and keys per tile.
+override WG: u32 = 64u;
+// Query heads per KV head at most.
+const MAXG: u32 = 32u;
+// Accumulators per thread: heads × output channels of the thread.
+const MAXACC: u32 = 64u;
+// Stands for −∞ (WGSL has no infinities): masked scores and empty states.
+const NEG: f32 = -3.0e38;
+const NEG_HALF: f32 = -1.0e38;
+
+// Scores, then weights, of one tile: [head][key].
+var<workgroup> sc: array<f32, 2048>;
+var<workgroup> mstat: array<f32, MAXG>;
+var<workgroup> lstat: array<f32, MAXG>;
+var<workgroup> corr: array<f32, MAXG>;
+
+fn visible(qp: i32, j: u32) -> bool {
+    var kp = i32(j);
+    if (p.has_pos != 0u) {
+        kp = i32(kpos[j]);
+    }
+    if (p.causal != 0u && kp > qp) {
+        return false;
+    }
+    if (p.window != 0u && qp - kp >= i32(p.window)) {
+        return false;
+    }
+    return true;
+}
+
+@compute @workgroup_size(WG)
+fn attn_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    let i = wid.x / p.h_kv;
+    let g = wid.x % p.h_kv;
+    let s = wid.y;
+    let G = p.h_q / p.h_kv;
+    let qp = i32(p.q_pos0 + i);
+    // Keys this query can see (all of them with explicit positions), cut into splits.
+    var lo = 0u;
+    var hi = p.t_k;
+    if (p.has_pos == 0u) {
+        if (p.causal != 0u) {
+            hi = u32(clamp(qp + 1, 0, i32(p.t_k)));
+        }
+        if (p.window != 0u) {
+            lo = u32(clamp(qp - i32(p.window) + 1, 0, i32(p.t_k)));
+        }
+        lo = min(lo, hi);
+    }
+    let chunk = (hi - lo + p.splits - 1u) / p.splits;
+    let j0 = min(hi, lo + s * chunk);
+    let j1 = min(hi, j0 + chunk);
+    let R = (p.d_v + WG - 1u) / WG;
+    var acc: array<f32, MAXACC>;
+    for (var x = 0u; x < MAXACC; x++) {
+        acc[x] = 0.0;
+    }
+    if (t < G) {
+        mstat[t] = NEG;
+        lstat[t] = 0.0;
+    }
+    workgroupBarrier();
+    let q0 = (i * p.h_q + g * G) * p.d;
+    for (var jt = j0; jt < j1; jt += WG) {
+        // 1. Scores of key jt + t for every head of the group.
+        let j = jt + t;
+        var sv: array<f32, MAXG>;
+        for (var hh = 0u; hh < G; hh++) {
+            sv[hh] = 0.0;
+        }
+        let vis = j < j1 && visible(qp, j);
+        if (vis) {
+            let k0 = (j * p.h_kv + g) * p.d;
+            for (var c = 0u; c < p.d; c++) {
+                let kv = kb_at(k0 + c);
+                for (var hh = 0u; hh < G; hh++) {
+                    sv[hh] += qb_at(q0 + hh * p.d + c) * kv;
+                }
+            }
+        }
+        for (var hh = 0u; hh < G; hh++) {
+            var x = sv[hh] * p.scale;
+            if (p.softcap > 0.0) {
+                x = p.softcap * tanh(x / p.softcap);
+            }
+            sc[hh * WG + t] = select(NEG, x, vis);
+        }
+        workgroupBarrier();
+        // 2. One thread per head: running max and sum; the tile's scores become weights.
+        if (t < G) {
+            var mt = NEG;
+            for (var u = 0u; u < WG; u++) {
+                mt = max(mt, sc[t * WG + u]);
+            }
+            let mo = mstat[t];
+            let mn = max(mo, mt);
+            let cf = select(exp(mo - mn), 1.0, mo <= NEG_HALF);
+            var l = lstat[t] * cf;
+            for (var u = 0u; u < WG; u++) {
+                let x = sc[t * WG + u];
+                let w = select(exp(x - mn), 0.0, x <= NEG_HALF);
+                sc[t * WG + u] = w;
+                l += w;
+            }
+            mstat[t] = mn;
+            lstat[t] = l;
+            corr[t] = cf;
+        }
+        workgroupBarrier();
+        // 3. Weighted values of this thread's channels t, t + WG, …
+        let n = min(WG, j1 - jt);
+        for (var hh = 0u; hh < G; hh++) {
+            for (var r = 0u; r < R; r++) {
+                acc[hh * R + r] *= corr[hh];
+            }
+        }
+        for (var u = 0u; u < n; u++) {
+            let v0 = ((jt + u) * p.h_kv + g) * p.d_v;
+            for (var r = 0u; r < R; r++) {
+                let c = t + r * WG;
+                if (c < p.d_v) {
+                    let vv = vb_at(v0 + c);
+                    for (var hh = 0u; hh < G; hh++) {
+                        acc[hh * R + r] += sc[hh * WG + u] * vv;
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    // The split's state per head: [max, sum, output channels].
+    for (var hh = 0u; hh < G; hh++) {
+        let base = ((i * p.h_q + g * G + hh) * p.splits + s) * (2u + p.d_v);
+        if (t == 0u) {
+            part[base] = mstat[hh];
+            part[base + 1u] = lstat[hh];
+        }
+        for (var r = 0u; r < R; r++) {
+            let c = t + r * WG;
+            if (c < p.d_v) {
+                part[base + 2u + c] = acc[hh * R + r];
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn attn_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let ih = wid.x + wid.y * 65535u;
+    if (ih >= p.t_q * p.h_q) {
+        return;
+    }
+    let h = ih % p.h_q;
+    let st = 2u + p.d_v;
+    let base = ih * p.splits * st;
+    var m = NEG;
+    for (var s = 0u; s < p.splits; s++) {
+        m = max(m, part[base + s * st]);
+    }
+    if (p.has_sinks != 0u) {
+        m = max(m, sinks[h]);
+    }
+    var l = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        let ms = part[base + s * st];
+        if (ms > NEG_HALF) {
+            l += part[base + s * st + 1u] * exp(ms - m);
+        }
+    }
+    if (p.has_sinks != 0u) {
+        l += exp(sinks[h] - m);
+    }
+    for (var c = lid.x; c < p.d_v; c += WG) {
+        var o = 0.0;
+        for (var s = 0u; s < p.splits; s++) {
+            let ms = part[base + s * st];
+            if (ms > NEG_HALF) {
+                o += part[base + s * st + 2u + c] * exp(ms - m);
+            }
+        }
+        outb[ih * p.d_v + c] = select(0.0, o / l, l > 0.0);
+    }
+}

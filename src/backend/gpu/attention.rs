@@ -1,0 +1,288 @@
+//! Softmax attention on a GPU (`shaders/attention.wgsl`): a split pass over (query, KV head,
+//! key split) and a merge pass over (query, head), encoded in one submission.
+
+use super::pipeline::PipelineKey;
+use super::{GpuBackend, GpuBuffer};
+use crate::attention::AttentionShape;
+use crate::error::{Error, Result};
+use crate::tensor::{Storage, Tensor};
+use crate::{AttentionParams, DType};
+use wgpu::util::DeviceExt;
+
+/// Threads per workgroup (keys per tile) of both passes.
+const WG: u32 = 64;
+/// Query heads per KV head the kernel holds (`MAXG` in the shader).
+const MAX_GROUP: usize = 32;
+/// Accumulators per thread (`MAXACC`): group × ⌈d_v / WG⌉.
+const MAX_ACC: usize = 64;
+/// Fewest keys a split takes.
+const MIN_SPLIT_KEYS: usize = 128;
+/// Workgroups of the split pass worth having at once.
+const TARGET_GROUPS: usize = 256;
+
+/// The uniform block, as `Params` in the shader.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    t_q: u32,
+    h_q: u32,
+    h_kv: u32,
+    d: u32,
+    d_v: u32,
+    t_k: u32,
+    q_pos0: u32,
+    window: u32,
+    causal: u32,
+    has_pos: u32,
+    splits: u32,
+    has_sinks: u32,
+    scale: f32,
+    softcap: f32,
+    pad0: u32,
+    pad1: u32,
+}
+
+/// The define naming `dtype` for operand `which` (`Q`, `K` or `V`).
+fn define(which: char, dtype: DType) -> Result<&'static str> {
+    Ok(match (which, dtype) {
+        ('Q', DType::F32) => "Q_F32",
+        ('Q', DType::F16) => "Q_F16",
+        ('K', DType::F32) => "K_F32",
+        ('K', DType::F16) => "K_F16",
+        ('K', DType::Q8_0) => "K_Q8_0",
+        ('K', DType::Q4_0) => "K_Q4_0",
+        ('V', DType::F32) => "V_F32",
+        ('V', DType::F16) => "V_F16",
+        ('V', DType::Q8_0) => "V_Q8_0",
+        ('V', DType::Q4_0) => "V_Q4_0",
+        _ => {
+            return Err(Error::UnsupportedDType {
+                op: "attention on a GPU",
+                dtype,
+            })
+        }
+    })
+}
+
+/// The two pipelines' keys for these operand formats.
+pub(crate) fn keys(q: DType, k: DType, v: DType) -> Result<[PipelineKey; 2]> {
+    let defines = vec![define('Q', q)?, define('K', k)?, define('V', v)?];
+    let variant = format!("attention_q{q}_k{k}_v{v}");
+    Ok(["attn_split", "attn_merge"].map(|entry| {
+        PipelineKey::new(
+            "attention",
+            entry,
+            variant.clone(),
+            defines.clone(),
+            vec![("WG", WG)],
+        )
+    }))
+}
+
+/// Every variant, for the naga translation test.
+pub(crate) fn all_keys() -> Vec<PipelineKey> {
+    let kv = [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0];
+    let mut out = Vec::new();
+    for q in [DType::F32, DType::F16] {
+        for k in kv {
+            for v in kv {
+                if let Ok(ks) = keys(q, k, v) {
+                    out.extend(ks);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Bind-group entries binding each buffer whole.
+fn entries<'a>(list: &[(u32, &'a wgpu::Buffer)]) -> Vec<wgpu::BindGroupEntry<'a>> {
+    list.iter()
+        .map(|&(binding, buf)| wgpu::BindGroupEntry {
+            binding,
+            resource: buf.as_entire_binding(),
+        })
+        .collect()
+}
+
+/// The one storage buffer of a tensor's bytes (attention does not split its operands).
+fn single<'a>(what: &str, b: &'a GpuBuffer, limit: u64) -> Result<&'a wgpu::Buffer> {
+    match b.chunks.as_slice() {
+        [c] => Ok(&c.buf),
+        _ => Err(Error::TooLarge {
+            what: format!("attention {what} in one storage binding"),
+            needed: b.len() as u64,
+            limit,
+        }),
+    }
+}
+
+fn u32_of(what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::TooLarge {
+        what: format!("attention {what} ({v}) as a 32-bit shader index"),
+        needed: v as u64,
+        limit: u64::from(u32::MAX),
+    })
+}
+
+impl GpuBackend {
+    /// `rt.attention` on this device (operands checked by `attention::check`).
+    pub(crate) fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        params: &AttentionParams,
+        s: &AttentionShape,
+    ) -> Result<Tensor> {
+        let group = s.h_q / s.h_kv;
+        if group > MAX_GROUP || group * s.d_v.div_ceil(WG as usize) > MAX_ACC {
+            return Err(Error::NotAvailable(format!(
+                "attention on a GPU with {group} query heads per KV head and d_v {} (at most \
+                 {MAX_GROUP} heads and {MAX_ACC} accumulators per thread)",
+                s.d_v
+            )));
+        }
+        let (Storage::Gpu(qb), Storage::Gpu(kb), Storage::Gpu(vb)) =
+            (q.storage(), k.storage(), v.storage())
+        else {
+            return Err(Error::DeviceMismatch(
+                q.device().to_string(),
+                k.device().to_string(),
+            ));
+        };
+        let sinks = params.sinks.as_ref().map(|t| t.to_f32_vec()).transpose()?;
+        // Every element index the shader forms must fit in 32 bits.
+        for (what, n) in [
+            ("queries", s.t_q * s.h_q * s.d),
+            ("keys", s.t_k * s.h_kv * s.d),
+            ("values", s.t_k * s.h_kv * s.d_v),
+        ] {
+            u32_of(what, n)?;
+        }
+        let rows = s.t_q * s.h_q;
+        // Splits: enough workgroups to fill the device, each split at least MIN_SPLIT_KEYS
+        // keys, the partial states within one binding.
+        let visible = params.window.map_or(s.t_k, |w| w.min(s.t_k)).max(1);
+        let state = (2 + s.d_v) * 4;
+        let by_keys = visible.div_ceil(MIN_SPLIT_KEYS).max(1);
+        let by_groups = TARGET_GROUPS.div_ceil(s.t_q * s.h_kv).max(1);
+        let by_memory = (self.ctx.max_binding as usize / (rows * state).max(1)).max(1);
+        let splits = by_keys.min(by_groups).min(by_memory).min(1024);
+        let split_groups = u32_of("workgroups", s.t_q * s.h_kv)?;
+        if split_groups > self.ctx.limits.max_compute_workgroups_per_dimension
+            || splits as u32 > self.ctx.limits.max_compute_workgroups_per_dimension
+        {
+            return Err(Error::TooLarge {
+                what: "attention workgroups per dimension".into(),
+                needed: u64::from(split_groups.max(splits as u32)),
+                limit: u64::from(self.ctx.limits.max_compute_workgroups_per_dimension),
+            });
+        }
+        let p = Params {
+            t_q: s.t_q as u32,
+            h_q: s.h_q as u32,
+            h_kv: s.h_kv as u32,
+            d: s.d as u32,
+            d_v: s.d_v as u32,
+            t_k: s.t_k as u32,
+            q_pos0: u32_of("q_pos0", params.q_pos0)?,
+            window: u32_of("window", params.window.unwrap_or(0))?,
+            causal: u32::from(params.causal),
+            has_pos: u32::from(params.key_positions.is_some()),
+            splits: splits as u32,
+            has_sinks: u32::from(sinks.is_some()),
+            scale: params.scale.unwrap_or(1.0 / (s.d as f32).sqrt()),
+            softcap: params.softcap.unwrap_or(0.0),
+            pad0: 0,
+            pad1: 0,
+        };
+        let [split_key, merge_key] = keys(q.dtype(), k.dtype(), v.dtype())?;
+        let out = self.ctx.scoped("attention", || {
+            let out = self.ctx.alloc_rows("attention output", rows, s.d_v * 4)?;
+            if rows == 0 || s.d_v == 0 {
+                return Ok(out);
+            }
+            let dev = &self.ctx.device;
+            let split = self.pipelines.get(dev, &split_key)?;
+            let merge = self.pipelines.get(dev, &merge_key)?;
+            let storage = |label: &str, bytes: &[u8]| {
+                dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: bytes,
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+            };
+            let kpos = match &params.key_positions {
+                Some(kp) if !kp.is_empty() => {
+                    storage("attention key positions", bytemuck::cast_slice(kp))
+                }
+                _ => storage("attention key positions", &[0u8; 4]),
+            };
+            let sinks_buf = match &sinks {
+                Some(sk) if !sk.is_empty() => storage("attention sinks", bytemuck::cast_slice(sk)),
+                _ => storage("attention sinks", &[0u8; 4]),
+            };
+            let part = dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("attention partial states"),
+                size: (rows * splits * state).max(4) as u64,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
+            let ubuf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("attention params"),
+                contents: bytemuck::bytes_of(&p),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            let limit = self.ctx.chunk_limit();
+            let (qbuf, kbuf, vbuf) = (
+                single("queries", qb, limit)?,
+                single("keys", kb, limit)?,
+                single("values", vb, limit)?,
+            );
+            let obuf = single("output", &out, limit)?;
+            let split_bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("attention split"),
+                layout: &split.layout,
+                entries: &entries(&[
+                    (0, qbuf),
+                    (1, kbuf),
+                    (2, vbuf),
+                    (3, &kpos),
+                    (4, &part),
+                    (5, &ubuf),
+                ]),
+            });
+            let merge_bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("attention merge"),
+                layout: &merge.layout,
+                entries: &entries(&[(4, &part), (5, &ubuf), (6, &sinks_buf), (7, obuf)]),
+            });
+            let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wattle attention"),
+            });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("wattle attention"),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&split.pipeline);
+                pass.set_bind_group(0, &split_bind, &[]);
+                pass.dispatch_workgroups(split_groups, splits as u32, 1);
+                pass.set_pipeline(&merge.pipeline);
+                pass.set_bind_group(0, &merge_bind, &[]);
+                // (query, head) pairs as x + 65535·y, as the merge pass reads them.
+                let rows32 = u32_of("rows", rows)?;
+                pass.dispatch_workgroups(rows32.min(65535), rows32.div_ceil(65535), 1);
+            }
+            self.ctx.queue.submit([enc.finish()]);
+            Ok(out)
+        })?;
+        Ok(Tensor::from_storage(
+            Storage::Gpu(out),
+            DType::F32,
+            &[s.t_q, s.h_q, s.d_v],
+            q.device(),
+        ))
+    }
+}
