@@ -286,8 +286,8 @@ unsafe fn dot_rows<S: AttnSimd>(k: Row, q: &[f32], n: usize, d: usize, out: &mut
                 *acc = S::fma(S::load(qp.add(x * d + c * S::LANES)), kv, *acc);
             }
         }
-        for (x, acc) in a.iter().enumerate() {
-            out[(r + x) * KB] = S::hsum(*acc);
+        for (x, sum) in S::hsum4(a).into_iter().enumerate() {
+            out[(r + x) * KB] = sum;
         }
         r += 4;
     }

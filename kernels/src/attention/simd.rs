@@ -22,6 +22,16 @@ pub(crate) unsafe trait AttnSimd: Simd {
     unsafe fn exp(x: Self::V) -> Self::V;
     /// Loads `LANES` i8 widened to f32.
     unsafe fn load_i8(p: *const i8) -> Self::V;
+    /// The lane sums of four vectors (one reduction tree for all four where the ISA has one).
+    #[inline(always)]
+    unsafe fn hsum4(v: [Self::V; 4]) -> [f32; 4] {
+        [
+            Self::hsum(v[0]),
+            Self::hsum(v[1]),
+            Self::hsum(v[2]),
+            Self::hsum(v[3]),
+        ]
+    }
 }
 
 // SAFETY: plain Rust, no instruction-set requirement.
@@ -99,6 +109,28 @@ mod x86 {
         #[inline(always)]
         unsafe fn load_i8(p: *const i8) -> __m512 {
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.cast())))
+        }
+        #[inline(always)]
+        unsafe fn hsum4(v: [__m512; 4]) -> [f32; 4] {
+            // Interleave pairs so every add works for two vectors, then four: per 128-bit lane
+            // [v0, v1] partials, then [v0, v1, v2, v3], then the four lanes summed.
+            let a01 = _mm512_add_ps(
+                _mm512_unpacklo_ps(v[0], v[1]),
+                _mm512_unpackhi_ps(v[0], v[1]),
+            );
+            let a23 = _mm512_add_ps(
+                _mm512_unpacklo_ps(v[2], v[3]),
+                _mm512_unpackhi_ps(v[2], v[3]),
+            );
+            let s = _mm512_add_ps(
+                _mm512_shuffle_ps::<0b01_00_01_00>(a01, a23),
+                _mm512_shuffle_ps::<0b11_10_11_10>(a01, a23),
+            );
+            let s = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps::<1>(s));
+            let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+            let mut out = [0f32; 4];
+            _mm_storeu_ps(out.as_mut_ptr(), s);
+            out
         }
     }
 
