@@ -1,11 +1,11 @@
 // Softmax attention (SPEC §6), flash-decoding style in two passes.
 //
-// `attn_split`: one workgroup per (query, KV head, key split). The query heads of the GQA group
-// share every K/V element the workgroup reads. Keys go in tiles of WG: thread t scores key t
-// against every head of the group, one thread per head updates that head's running max and
-// sum and turns the tile's scores into weights, then each thread accumulates the weighted
-// values of its own output channels. The split's state (max, sum, unnormalised output) goes
-// to `part`.
+// `attn_split`: one workgroup per (query tile, KV head, key split). Its rows are the (query,
+// head) pairs of `qt` consecutive queries and the query heads of the GQA group: they all share
+// every K/V element the workgroup reads. Keys go in tiles of WG: thread t scores key t against
+// every row, one thread per row updates that row's running max and sum and turns the tile's
+// scores into weights, then each thread accumulates the weighted values of its own output
+// channels for every row. The split's state (max, sum, unnormalised output) goes to `part`.
 // `attn_merge`: one workgroup per (query, head): combines the splits by log-sum-exp, adds the
 // sink column and normalises.
 //
@@ -28,7 +28,8 @@ struct Params {
     scale: f32,
     // 0: no softcap.
     softcap: f32,
-    pad0: u32,
+    // Queries per workgroup.
+    qt: u32,
     pad1: u32,
 }
 
@@ -47,19 +48,19 @@ struct Params {
 
 // Threads per workgroup, and keys per tile.
 override WG: u32 = 64u;
-// Query heads per KV head at most.
-const MAXG: u32 = 32u;
-// Accumulators per thread: heads × output channels of the thread.
+// Rows (queries of a tile × query heads of a group) per workgroup at most.
+const MAXR: u32 = 32u;
+// Accumulators per thread: rows × output channels of the thread.
 const MAXACC: u32 = 64u;
 // Stands for −∞ (WGSL has no infinities): masked scores and empty states.
 const NEG: f32 = -3.0e38;
 const NEG_HALF: f32 = -1.0e38;
 
-// Scores, then weights, of one tile: [head][key].
+// Scores, then weights, of one tile: [row][key] (MAXR × the largest WG).
 var<workgroup> sc: array<f32, 2048>;
-var<workgroup> mstat: array<f32, MAXG>;
-var<workgroup> lstat: array<f32, MAXG>;
-var<workgroup> corr: array<f32, MAXG>;
+var<workgroup> mstat: array<f32, MAXR>;
+var<workgroup> lstat: array<f32, MAXR>;
+var<workgroup> corr: array<f32, MAXR>;
 
 fn visible(qp: i32, j: u32) -> bool {
     var kp = i32(j);
@@ -78,20 +79,23 @@ fn visible(qp: i32, j: u32) -> bool {
 @compute @workgroup_size(WG)
 fn attn_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let t = lid.x;
-    let i = wid.x / p.h_kv;
+    let i0 = (wid.x / p.h_kv) * p.qt;
     let g = wid.x % p.h_kv;
     let s = wid.y;
     let G = p.h_q / p.h_kv;
-    let qp = i32(p.q_pos0 + i);
-    // Keys this query can see (all of them with explicit positions), cut into splits.
+    let nq = min(p.qt, p.t_q - i0);
+    let NR = nq * G;
+    // Keys the tile's queries can see (all of them with explicit positions), cut into splits.
+    let qfirst = i32(p.q_pos0 + i0);
+    let qlast = qfirst + i32(nq) - 1;
     var lo = 0u;
     var hi = p.t_k;
     if (p.has_pos == 0u) {
         if (p.causal != 0u) {
-            hi = u32(clamp(qp + 1, 0, i32(p.t_k)));
+            hi = u32(clamp(qlast + 1, 0, i32(p.t_k)));
         }
         if (p.window != 0u) {
-            lo = u32(clamp(qp - i32(p.window) + 1, 0, i32(p.t_k)));
+            lo = u32(clamp(qfirst - i32(p.window) + 1, 0, i32(p.t_k)));
         }
         lo = min(lo, hi);
     }
@@ -103,39 +107,39 @@ fn attn_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     for (var x = 0u; x < MAXACC; x++) {
         acc[x] = 0.0;
     }
-    if (t < G) {
+    if (t < NR) {
         mstat[t] = NEG;
         lstat[t] = 0.0;
     }
     workgroupBarrier();
-    let q0 = (i * p.h_q + g * G) * p.d;
     for (var jt = j0; jt < j1; jt += WG) {
-        // 1. Scores of key jt + t for every head of the group.
+        // 1. Scores of key jt + t for every row (row r: query i0 + r / G, head g·G + r % G).
         let j = jt + t;
-        var sv: array<f32, MAXG>;
-        for (var hh = 0u; hh < G; hh++) {
-            sv[hh] = 0.0;
+        var sv: array<f32, MAXR>;
+        for (var r = 0u; r < NR; r++) {
+            sv[r] = 0.0;
         }
-        let vis = j < j1 && visible(qp, j);
-        if (vis) {
+        if (j < j1) {
             let k0 = (j * p.h_kv + g) * p.d;
+            let q0 = (i0 * p.h_q + g * G) * p.d;
             for (var c = 0u; c < p.d; c++) {
                 let kv = kb_at(k0 + c);
-                for (var hh = 0u; hh < G; hh++) {
-                    sv[hh] += qb_at(q0 + hh * p.d + c) * kv;
+                for (var r = 0u; r < NR; r++) {
+                    sv[r] += qb_at(q0 + ((r / G) * p.h_q + r % G) * p.d + c) * kv;
                 }
             }
         }
-        for (var hh = 0u; hh < G; hh++) {
-            var x = sv[hh] * p.scale;
+        for (var r = 0u; r < NR; r++) {
+            var x = sv[r] * p.scale;
             if (p.softcap > 0.0) {
                 x = p.softcap * tanh(x / p.softcap);
             }
-            sc[hh * WG + t] = select(NEG, x, vis);
+            let vis = j < j1 && visible(qfirst + i32(r / G), j);
+            sc[r * WG + t] = select(NEG, x, vis);
         }
         workgroupBarrier();
-        // 2. One thread per head: running max and sum; the tile's scores become weights.
-        if (t < G) {
+        // 2. One thread per row: running max and sum; the tile's scores become weights.
+        if (t < NR) {
             var mt = NEG;
             for (var u = 0u; u < WG; u++) {
                 mt = max(mt, sc[t * WG + u]);
@@ -157,36 +161,36 @@ fn attn_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         workgroupBarrier();
         // 3. Weighted values of this thread's channels t, t + WG, …
         let n = min(WG, j1 - jt);
-        for (var hh = 0u; hh < G; hh++) {
-            for (var r = 0u; r < R; r++) {
-                acc[hh * R + r] *= corr[hh];
+        for (var r = 0u; r < NR; r++) {
+            for (var e = 0u; e < R; e++) {
+                acc[r * R + e] *= corr[r];
             }
         }
         for (var u = 0u; u < n; u++) {
             let v0 = ((jt + u) * p.h_kv + g) * p.d_v;
-            for (var r = 0u; r < R; r++) {
-                let c = t + r * WG;
+            for (var e = 0u; e < R; e++) {
+                let c = t + e * WG;
                 if (c < p.d_v) {
                     let vv = vb_at(v0 + c);
-                    for (var hh = 0u; hh < G; hh++) {
-                        acc[hh * R + r] += sc[hh * WG + u] * vv;
+                    for (var r = 0u; r < NR; r++) {
+                        acc[r * R + e] += sc[r * WG + u] * vv;
                     }
                 }
             }
         }
         workgroupBarrier();
     }
-    // The split's state per head: [max, sum, output channels].
-    for (var hh = 0u; hh < G; hh++) {
-        let base = ((i * p.h_q + g * G + hh) * p.splits + s) * (2u + p.d_v);
+    // The split's state per row: [max, sum, output channels].
+    for (var r = 0u; r < NR; r++) {
+        let base = (((i0 + r / G) * p.h_q + g * G + r % G) * p.splits + s) * (2u + p.d_v);
         if (t == 0u) {
-            part[base] = mstat[hh];
-            part[base + 1u] = lstat[hh];
+            part[base] = mstat[r];
+            part[base + 1u] = lstat[r];
         }
-        for (var r = 0u; r < R; r++) {
-            let c = t + r * WG;
+        for (var e = 0u; e < R; e++) {
+            let c = t + e * WG;
             if (c < p.d_v) {
-                part[base + 2u + c] = acc[hh * R + r];
+                part[base + 2u + c] = acc[r * R + e];
             }
         }
     }

@@ -11,9 +11,9 @@ use wgpu::util::DeviceExt;
 
 /// Threads per workgroup (keys per tile) of both passes.
 const WG: u32 = 64;
-/// Query heads per KV head the kernel holds (`MAXG` in the shader).
-const MAX_GROUP: usize = 32;
-/// Accumulators per thread (`MAXACC`): group × ⌈d_v / WG⌉.
+/// Rows (queries of a tile × query heads of a group) a workgroup holds (`MAXR` in the shader).
+const MAX_ROWS: usize = 32;
+/// Accumulators per thread (`MAXACC`): rows × ⌈d_v / WG⌉.
 const MAX_ACC: usize = 64;
 /// Fewest keys a split takes.
 const MIN_SPLIT_KEYS: usize = 128;
@@ -38,7 +38,7 @@ struct Params {
     has_sinks: u32,
     scale: f32,
     softcap: f32,
-    pad0: u32,
+    qt: u32,
     pad1: u32,
 }
 
@@ -136,10 +136,16 @@ impl GpuBackend {
         s: &AttentionShape,
     ) -> Result<Tensor> {
         let group = s.h_q / s.h_kv;
-        if group > MAX_GROUP || group * s.d_v.div_ceil(WG as usize) > MAX_ACC {
+        let per_row = s.d_v.div_ceil(WG as usize).max(1);
+        // Queries per workgroup: as many as the rows and accumulators allow (they share every
+        // K/V read), no more than there are.
+        let qt = (MAX_ROWS / group.max(1))
+            .min(MAX_ACC / (group.max(1) * per_row))
+            .min(s.t_q.max(1));
+        if qt == 0 {
             return Err(Error::NotAvailable(format!(
                 "attention on a GPU with {group} query heads per KV head and d_v {} (at most \
-                 {MAX_GROUP} heads and {MAX_ACC} accumulators per thread)",
+                 {MAX_ROWS} rows and {MAX_ACC} accumulators per thread)",
                 s.d_v
             )));
         }
@@ -166,10 +172,11 @@ impl GpuBackend {
         let visible = params.window.map_or(s.t_k, |w| w.min(s.t_k)).max(1);
         let state = (2 + s.d_v) * 4;
         let by_keys = visible.div_ceil(MIN_SPLIT_KEYS).max(1);
-        let by_groups = TARGET_GROUPS.div_ceil(s.t_q * s.h_kv).max(1);
+        let tiles = s.t_q.div_ceil(qt);
+        let by_groups = TARGET_GROUPS.div_ceil(tiles * s.h_kv).max(1);
         let by_memory = (self.ctx.max_binding as usize / (rows * state).max(1)).max(1);
         let splits = by_keys.min(by_groups).min(by_memory).min(1024);
-        let split_groups = u32_of("workgroups", s.t_q * s.h_kv)?;
+        let split_groups = u32_of("workgroups", tiles * s.h_kv)?;
         if split_groups > self.ctx.limits.max_compute_workgroups_per_dimension
             || splits as u32 > self.ctx.limits.max_compute_workgroups_per_dimension
         {
@@ -194,7 +201,7 @@ impl GpuBackend {
             has_sinks: u32::from(sinks.is_some()),
             scale: params.scale.unwrap_or(1.0 / (s.d as f32).sqrt()),
             softcap: params.softcap.unwrap_or(0.0),
-            pad0: 0,
+            qt: qt as u32,
             pad1: 0,
         };
         let [split_key, merge_key] = keys(q.dtype(), k.dtype(), v.dtype())?;
