@@ -1,8 +1,10 @@
 //! Linear attention (SPEC §7): kinds, validation, and the CPU entry point.
 
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::host::HostBuffer;
+use crate::tensor::{Storage, Tensor};
 use crate::DType;
+use std::borrow::Cow;
 use wattle_kernels::linear_attn::{chunked, recurrent, Kind, LinShape, CHUNK};
 use wattle_kernels::pool::ThreadPool;
 
@@ -44,11 +46,32 @@ pub enum LinearForm {
     Chunked,
 }
 
-fn floats(t: &Tensor, what: &'static str) -> Result<Vec<f32>> {
+/// The values of `t` as f32: F32 host data in place (copied only when misaligned), F16 and
+/// BF16 widened.
+fn floats<'a>(t: &'a Tensor, what: &'static str) -> Result<Cow<'a, [f32]>> {
     match t.dtype() {
-        DType::F32 | DType::F16 | DType::BF16 => t.to_f32_vec(),
+        DType::F32 => {
+            if let Some(v) = t
+                .host_buffer()
+                .and_then(|b| bytemuck::try_cast_slice::<u8, f32>(b.bytes()).ok())
+            {
+                return Ok(Cow::Borrowed(v));
+            }
+            Ok(Cow::Owned(t.to_f32_vec()?))
+        }
+        DType::F16 | DType::BF16 => Ok(Cow::Owned(t.to_f32_vec()?)),
         dtype => Err(Error::UnsupportedDType { op: what, dtype }),
     }
+}
+
+/// A new F32 host tensor taking `buf` (no copy).
+fn f32_tensor(buf: HostBuffer, shape: &[usize]) -> Tensor {
+    Tensor::from_storage(
+        Storage::Host(buf),
+        DType::F32,
+        shape,
+        crate::backend::cpu::device(),
+    )
 }
 
 fn shape_err(detail: String) -> Error {
@@ -58,7 +81,12 @@ fn shape_err(detail: String) -> Error {
     }
 }
 
-fn gate(t: &Tensor, shape: &[usize], what: &'static str, nonpositive: bool) -> Result<Vec<f32>> {
+fn gate<'a>(
+    t: &'a Tensor,
+    shape: &[usize],
+    what: &'static str,
+    nonpositive: bool,
+) -> Result<Cow<'a, [f32]>> {
     if t.shape() != shape {
         return Err(shape_err(format!(
             "{what} must be {shape:?}, got {:?}",
@@ -119,30 +147,21 @@ pub(crate) fn run(
         floats(k, "linear_attention (k)")?,
         floats(v, "linear_attention (v)")?,
     );
-    // State [h, d_k, cols]: S in the first d_v columns, z in the last for vanilla.
-    let mut packed = match state {
-        None => vec![0f32; h * dk * cols],
-        Some(s) => {
-            if s.shape() != [h, dk, cols] || s.dtype() != DType::F32 {
-                return Err(shape_err(format!(
-                    "state must be [{h}, {dk}, {cols}] F32, got {} {:?}",
-                    s.dtype(),
-                    s.shape()
-                )));
-            }
-            s.to_f32_vec()?
+    // State [h, d_k, cols]: S in the first d_v columns, z in the last for vanilla. The new
+    // state starts as a copy of the old one and is updated in place.
+    let mut packed = HostBuffer::zeroed(h * dk * cols * 4);
+    if let Some(s) = state {
+        if s.shape() != [h, dk, cols] || s.dtype() != DType::F32 {
+            return Err(shape_err(format!(
+                "state must be [{h}, {dk}, {cols}] F32, got {} {:?}",
+                s.dtype(),
+                s.shape()
+            )));
         }
-    };
-    let mut st: Vec<f32> = packed
-        .chunks_exact(cols)
-        .flat_map(|r| &r[..dv])
-        .copied()
-        .collect();
-    let mut z: Vec<f32> = if vanilla {
-        packed.chunks_exact(cols).map(|r| r[dv]).collect()
-    } else {
-        Vec::new()
-    };
+        packed
+            .typed_mut::<f32>()
+            .copy_from_slice(&floats(s, "linear_attention (state)")?);
+    }
     let (g1, g2);
     let kk = match kind {
         LinearAttention::Vanilla => Kind::Vanilla,
@@ -162,38 +181,49 @@ pub(crate) fn run(
         }
         LinearAttention::Gated { log_decay } => {
             g1 = gate(log_decay, &[t, h, dk], "log_decay", true)?;
-            Kind::Gated { log_decay: &g1 }
+            Kind::Gated { log_decay: &g1[..] }
         }
         LinearAttention::GatedDelta { beta, log_decay } => {
             g1 = gate(beta, &[t, h], "beta", false)?;
             g2 = gate(log_decay, &[t, h], "log_decay", true)?;
             Kind::GatedDelta {
-                beta: &g1,
-                log_decay: &g2,
+                beta: &g1[..],
+                log_decay: &g2[..],
             }
         }
     };
     let s = LinShape { t, h, dk, dv };
-    let mut out = vec![0f32; t * h * dv];
+    let mut out = HostBuffer::zeroed(t * h * dv * 4);
     let chunked_form = match form {
         LinearForm::Auto => t >= CHUNK,
         LinearForm::Recurrent => false,
         LinearForm::Chunked => true,
     };
-    let zs = vanilla.then_some(&mut z[..]);
-    if chunked_form {
-        chunked::run(pool, &qv, &kv, &vv, kk, s, &mut st, zs, &mut out);
+    let run = if chunked_form {
+        chunked::run
     } else {
-        recurrent::run(pool, &qv, &kv, &vv, kk, s, &mut st, zs, &mut out);
-    }
-    for (i, row) in packed.chunks_exact_mut(cols).enumerate() {
-        row[..dv].copy_from_slice(&st[i * dv..(i + 1) * dv]);
-        if vanilla {
+        recurrent::run
+    };
+    let o = out.typed_mut::<f32>();
+    let p = packed.typed_mut::<f32>();
+    if vanilla {
+        // The kernels keep z apart: unpack, run, pack.
+        let mut st: Vec<f32> = p
+            .chunks_exact(cols)
+            .flat_map(|r| &r[..dv])
+            .copied()
+            .collect();
+        let mut z: Vec<f32> = p.chunks_exact(cols).map(|r| r[dv]).collect();
+        run(pool, &qv, &kv, &vv, kk, s, &mut st, Some(&mut z), o);
+        for (i, row) in p.chunks_exact_mut(cols).enumerate() {
+            row[..dv].copy_from_slice(&st[i * dv..(i + 1) * dv]);
             row[dv] = z[i];
         }
+    } else {
+        run(pool, &qv, &kv, &vv, kk, s, p, None, o);
     }
     Ok((
-        Tensor::from_f32(&out, &[t, h, dv])?,
-        Tensor::from_f32(&packed, &[h, dk, cols])?,
+        f32_tensor(out, &[t, h, dv]),
+        f32_tensor(packed, &[h, dk, cols]),
     ))
 }
