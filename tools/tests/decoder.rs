@@ -364,3 +364,70 @@ fn prompt_longer_than_context_is_an_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("longer than the context of 8"), "{err}");
 }
+
+/// `wattle bench --suite model` prints prefill and generation rows with tokens/s and J/token.
+#[test]
+fn bench_model_suite_runs() {
+    let Some(path) = smollm2("bench") else {
+        return;
+    };
+    let out = wattle(&[
+        "bench",
+        "--suite",
+        "model",
+        "--model",
+        path.to_str().expect("utf-8 path"),
+        "--devices",
+        "cpu",
+        "--no-roofline",
+        "--quick",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for case in ["pp64", "tg16"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("llama {case} t/s")) && l.contains("J/token")),
+            "{case} missing:\n{text}"
+        );
+    }
+}
+
+/// Window eviction: `rt.attention` over the prompt (window, no sinks) and the cache path agree,
+/// and attention sinks change the result (StreamingLLM: they help).
+#[test]
+fn window_paths_agree_and_sinks_count() {
+    let Some(path) = smollm2("window") else {
+        return;
+    };
+    let gpl = Path::new("/usr/share/common-licenses/GPL-3");
+    if !gpl.exists() {
+        eprintln!("decoder window: {} not found: skipped", gpl.display());
+        return;
+    }
+    let (rt, m) = cpu_model(&path);
+    let tok = llm::tokenizer::Tokenizer::open(&path).expect("tokenizer");
+    let ids = tok.encode(std::fs::read(gpl).expect("GPL-3"), false, false);
+    let ppl = |o: DecoderOptions| {
+        let mut dec = Decoder::new(&rt, &m, o).expect("decoder");
+        llm::cli::perplexity(&mut dec, &ids[..512], None, 256, Some(2), |_, _| {})
+            .expect("perplexity")
+            .ppl
+    };
+    let w = |sinks, cache_prefill| DecoderOptions {
+        window: Some(64),
+        sinks,
+        cache_prefill,
+        ..options(KvChoice::F16, 256)
+    };
+    let (direct, cached, sinks) = (ppl(w(0, false)), ppl(w(0, true)), ppl(w(4, false)));
+    assert!(
+        (direct - cached).abs() / cached < 1e-4,
+        "{direct} vs {cached}"
+    );
+    assert!(sinks < direct, "sinks {sinks} vs none {direct}");
+}

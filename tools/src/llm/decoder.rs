@@ -323,10 +323,15 @@ impl<'m> Decoder<'m> {
             (false, 0, Some(_)) if self.opts.sinks == 0 => self.opts.kv.attention_dtype(),
             _ => None,
         };
-        let attn = AttentionParams {
+        // The cache applies its own eviction rule (window and sinks); rt.attention over the
+        // batch is told the window (used only without sinks).
+        let cached = AttentionParams {
             q_pos0: p0,
-            window: self.opts.window,
             ..AttentionParams::causal()
+        };
+        let direct = AttentionParams {
+            window: self.opts.window,
+            ..cached.clone()
         };
 
         let mut clock = Clock::start(self.times.is_some());
@@ -372,9 +377,12 @@ impl<'m> Decoder<'m> {
                 Some(dt) => {
                     let ks = k.quantize(dt).at(at("K to the cache format"))?;
                     let vs = v.quantize(dt).at(at("V to the cache format"))?;
-                    rt.attention(&q, &ks, &vs, &attn).at(at("attention"))?
+                    rt.attention(&q, &ks, &vs, &direct).at(at("attention"))?
                 }
-                None => self.cache.attend(l, &q, &attn).at(at("cached attention"))?,
+                None => self
+                    .cache
+                    .attend(l, &q, &cached)
+                    .at(at("cached attention"))?,
             };
             clock.lap("attention");
             let o = reshape(&o, &[t, nh * hd]).at(at("attention output"))?;
