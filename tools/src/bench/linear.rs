@@ -197,7 +197,8 @@ pub fn cases(quick: bool) -> Vec<LinCase> {
 }
 
 /// Softmax attention on the same layer (32/32 heads, d 128, F16 K/V): prefill of `t` tokens
-/// from an empty context, and decode at contexts of `t` keys.
+/// from an empty context (up to 2048: its cost grows with the square, and the crossover with
+/// linear attention lies far below), and decode at contexts of `t` keys.
 pub fn softmax_cases(quick: bool) -> Vec<AttnCase> {
     let c = |t_q, t_k| AttnCase {
         t_q,
@@ -209,10 +210,10 @@ pub fn softmax_cases(quick: bool) -> Vec<AttnCase> {
         window: None,
     };
     let (prefill, decode): (&[usize], &[usize]) = if quick {
-        (&[256, 512, 1024], &[256, 2048])
+        (&[64, 256, 1024], &[64, 256, 2048])
     } else {
         (
-            &[256, 512, 1024, 2048, 4096, 8192],
+            &[64, 128, 256, 512, 1024, 2048],
             &[64, 256, 1024, 4096, 16384],
         )
     };
