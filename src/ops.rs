@@ -5,6 +5,7 @@
 //! [`Error::DeviceMismatch`]) and returns a new tensor there. Bad shapes, dtypes and arguments give
 //! typed errors, never a panic.
 
+use crate::backend::gpu::ops::GpuOp;
 use crate::device::Backend;
 use crate::error::{Error, Result};
 use crate::runtime::Runtime;
@@ -98,10 +99,6 @@ fn want_rank_ge1(op: &'static str, what: &str, t: &Tensor) -> Result<()> {
         });
     }
     Ok(())
-}
-
-fn not_yet(op: &str) -> Error {
-    Error::NotAvailable(format!("{op} on a GPU device (not implemented yet)"))
 }
 
 /// The validated form of [`RopeParams`] for `x [t, h, d]`.
@@ -235,7 +232,7 @@ impl Runtime {
         }
         match x.device().backend() {
             Backend::Cpu(c) => c.rms_norm(x, weight, eps),
-            Backend::Gpu(_) => Err(not_yet("rms_norm")),
+            Backend::Gpu(g) => g.rms_norm(x, weight, eps),
         }
     }
 
@@ -247,7 +244,7 @@ impl Runtime {
         let call = check_rope(x, params)?;
         match x.device().backend() {
             Backend::Cpu(c) => c.rope(x, &call),
-            Backend::Gpu(_) => Err(not_yet("rope")),
+            Backend::Gpu(g) => g.rope(x, &call),
         }
     }
 
@@ -257,7 +254,7 @@ impl Runtime {
         check_binary("silu_mul", gate, up)?;
         match gate.device().backend() {
             Backend::Cpu(c) => c.silu_mul(gate, up),
-            Backend::Gpu(_) => Err(not_yet("silu_mul")),
+            Backend::Gpu(g) => g.elementwise(GpuOp::SiluMul, gate, up),
         }
     }
 
@@ -266,7 +263,7 @@ impl Runtime {
         check_binary("add", a, b)?;
         match a.device().backend() {
             Backend::Cpu(c) => c.add(a, b),
-            Backend::Gpu(_) => Err(not_yet("add")),
+            Backend::Gpu(g) => g.elementwise(GpuOp::Add, a, b),
         }
     }
 
@@ -293,7 +290,7 @@ impl Runtime {
         }
         match table.device().backend() {
             Backend::Cpu(c) => c.get_rows(table, d, ids),
-            Backend::Gpu(_) => Err(not_yet("get_rows")),
+            Backend::Gpu(g) => g.get_rows(table, d, ids),
         }
     }
 
@@ -303,7 +300,7 @@ impl Runtime {
         let (_, n) = check_logits("softmax", x)?;
         match x.device().backend() {
             Backend::Cpu(c) => c.softmax(x, n),
-            Backend::Gpu(_) => Err(not_yet("softmax")),
+            Backend::Gpu(g) => g.softmax(x, n),
         }
     }
 
@@ -313,7 +310,7 @@ impl Runtime {
         let (_, n) = check_logits("argmax", x)?;
         match x.device().backend() {
             Backend::Cpu(c) => c.argmax(x, n),
-            Backend::Gpu(_) => Err(not_yet("argmax")),
+            Backend::Gpu(g) => g.argmax(x, n),
         }
     }
 
@@ -329,7 +326,7 @@ impl Runtime {
         }
         match x.device().backend() {
             Backend::Cpu(c) => c.top_k(x, n, k),
-            Backend::Gpu(_) => Err(not_yet("top_k")),
+            Backend::Gpu(g) => g.top_k(x, n, k),
         }
     }
 }

@@ -453,9 +453,9 @@ impl OpCase for EngineOp {
         }
     }
 
-    fn may_be_unsupported(&self, dev: &Device) -> bool {
-        // The WGSL engine ops are not wired yet: GPUs may answer NotAvailable.
-        !dev.is_cpu()
+    fn may_be_unsupported(&self, _dev: &Device) -> bool {
+        // Every engine op is required on every device.
+        false
     }
 }
 

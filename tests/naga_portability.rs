@@ -107,6 +107,12 @@ fn every_shader_variant_translates() {
         "only {} shader variants",
         sources.len()
     );
+    // The engine ops (shaders/ops.wgsl): every op, both reductions, every get_rows table format.
+    let ops = sources
+        .iter()
+        .filter(|(n, _)| n.starts_with("ops_"))
+        .count();
+    assert!(ops >= 19, "only {ops} ops variants");
     let mut failures = Vec::new();
     for (name, src) in &sources {
         match translate(name, src) {

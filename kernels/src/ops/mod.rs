@@ -15,7 +15,7 @@ pub mod softmax;
 
 pub use act::{add, add_ref, silu_mul, silu_mul_ref};
 pub use norm::{rms_norm, rms_norm_ref};
-pub use rope::{rope, rope_ref, RopeArgs, RopeLayout};
+pub use rope::{rope, rope_ref, rope_table, RopeArgs, RopeLayout};
 pub use rows::get_rows;
 pub use softmax::{argmax, argmax_ref, softmax, softmax_ref, top_k, top_k_ref};
 

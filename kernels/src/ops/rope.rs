@@ -108,8 +108,9 @@ static TABLES: Mutex<Vec<(TableKey, Arc<Vec<f32>>)>> = Mutex::new(Vec::new());
 const TABLES_KEPT: usize = 4;
 
 /// Per token `[cos θ_0 … cos θ_{n/2−1}, sin θ_0 … sin θ_{n/2−1}]` (f64 trigonometry rounded to
-/// f32), from the cache or built across `pool`.
-fn tables(pool: &ThreadPool, a: &RopeArgs, pos: &[u32]) -> Arc<Vec<f32>> {
+/// f32; `t × n_dims` values), from a small cache of recent tables or built across `pool`. The
+/// GPU kernels read the same table.
+pub fn rope_table(pool: &ThreadPool, a: &RopeArgs, pos: &[u32]) -> Arc<Vec<f32>> {
     let key = TableKey {
         n_dims: a.n_dims,
         freq_base: a.freq_base.to_bits(),
@@ -156,7 +157,7 @@ pub fn rope(isa: Isa, pool: &ThreadPool, a: &RopeArgs, x: &[f32], pos: &[u32], o
         return;
     }
     let table = if a.n_dims > 0 {
-        tables(pool, a, pos)
+        rope_table(pool, a, pos)
     } else {
         Arc::new(Vec::new())
     };

@@ -9,6 +9,7 @@
 pub(crate) mod attention;
 mod buffer;
 pub(crate) mod matmul;
+pub(crate) mod ops;
 mod pipeline;
 pub(crate) mod probe;
 mod shader;
@@ -311,6 +312,7 @@ pub fn shader_sources() -> Vec<(String, String)> {
             matmul::quantize_key(DType::F16, DType::Q4_K),
         ])
         .chain(probe::keys())
+        .chain(ops::all_keys())
         .chain(attention::all_keys())
     {
         let name = format!("{}:{}", key.variant, key.entry);

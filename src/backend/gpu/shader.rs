@@ -9,11 +9,12 @@
 use crate::error::{Error, Result};
 
 /// Kernel families: `(name, source)`.
-pub(crate) const FAMILIES: [(&str, &str); 5] = [
+pub(crate) const FAMILIES: [(&str, &str); 6] = [
     ("matvec", include_str!("../../../shaders/matvec.wgsl")),
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
     ("quantize", include_str!("../../../shaders/quantize.wgsl")),
     ("probe", include_str!("../../../shaders/probe.wgsl")),
+    ("ops", include_str!("../../../shaders/ops.wgsl")),
     ("attention", include_str!("../../../shaders/attention.wgsl")),
 ];
 
