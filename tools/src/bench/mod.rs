@@ -14,9 +14,9 @@ use wattle::{DType, Device, DeviceKind, Runtime, Tensor};
 use wattle_kernels::probe;
 
 pub mod attention;
+pub mod kv;
 pub mod linear;
 pub mod model;
-pub mod kv;
 
 /// How weights are reused across repetitions (SPEC §10).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -578,7 +578,10 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
     };
     let attn = cfg.suites.contains(&Suite::Attention);
     let attn_figures = if attn {
-        devices.len() * attention::cases(cfg.quick).len()
+        devices
+            .iter()
+            .map(|d| attention::cases_for(d, cfg.quick).len())
+            .sum()
     } else {
         0
     };
