@@ -775,6 +775,7 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
     // Per-token decays exp(g_t) (x4) and cumulative log decays (x1), [CHUNK, dkp], zero in the
     // pad channels; rows ≥ n of b repeat the last row.
     let (gb, dt) = (m.x1.as_mut_ptr(), m.x4.as_mut_ptr());
+    let dkv = dk / l * l;
     for t in 0..CHUNK {
         let row = gb.add(t * dkp);
         if t == 0 {
@@ -784,10 +785,17 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
         }
         if t < n {
             let src = &log_decay[((t0 + t) * s.h + head) * dk..][..dk];
-            for (ch, &g) in src.iter().enumerate() {
+            let sp = src.as_ptr();
+            for ch in (0..dkv).step_by(l) {
+                S::store(
+                    row.add(ch),
+                    S::add(S::load(row.add(ch)), S::load(sp.add(ch))),
+                );
+            }
+            for (ch, &g) in src.iter().enumerate().skip(dkv) {
                 *row.add(ch) += g;
             }
-            exp_slice::<S>(src.as_ptr(), dt.add(t * dkp), dk);
+            exp_slice::<S>(sp, dt.add(t * dkp), dk);
         }
     }
     let (qb, kb, a, sp, ob) = (
@@ -800,7 +808,6 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
     let (xg, kt) = (m.x2.as_mut_ptr(), m.kt.as_mut_ptr());
     std::ptr::write_bytes(a, 0, CHUNK * CHUNK);
     let mut f = vec![0f32; dkp];
-    let mut w = vec![0f32; dkp];
     let zero = vec![0f32; dkp];
     let mut last_block = 0;
     for i0 in (0..n).step_by(SUB) {
@@ -831,26 +838,10 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
                 Tri::Full,
             );
         }
-        // Diagonal block: running products of the per-token decays.
+        // Diagonal block: running products of the per-token decays, one accumulator per
+        // query row of the block in registers.
         for j in i0..i1 {
-            for ch in (0..dkp).step_by(l) {
-                S::store(w.as_mut_ptr().add(ch), S::splat(1.0));
-            }
-            for t in j..i1 {
-                let mut x = S::zero();
-                for ch in (0..dkp).step_by(l) {
-                    let wp = w.as_mut_ptr().add(ch);
-                    let wv = if t > j {
-                        S::mul(S::load(wp), S::load(dt.add(t * dkp + ch)))
-                    } else {
-                        S::load(wp)
-                    };
-                    S::store(wp, wv);
-                    let qk = S::mul(S::load(qb.add(t * dkp + ch)), S::load(kb.add(j * dkp + ch)));
-                    x = S::fma(qk, wv, x);
-                }
-                *a.add(t * CHUNK + j) = S::hsum(x);
-            }
+            diag_column::<S>((qb, kb, dt), dkp, j, i1, a.add(i0 * CHUNK), i0);
         }
     }
     // O = (Q ⊙ exp(b)) S + A V.
@@ -913,6 +904,35 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
         1.0,
         Tri::Full,
     );
+}
+
+/// Column `j` of a GLA diagonal block (rows `j..i1`, block from `i0`, scores `a` from row
+/// `i0`): `a[t, j] = Σ_ch q_t k_j Π_{j<s≤t} d_s`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn diag_column<S: AttnSimd>(
+    (qb, kb, dt): (*const f32, *const f32, *const f32),
+    dkp: usize,
+    j: usize,
+    i1: usize,
+    a: *mut f32,
+    i0: usize,
+) {
+    let l = S::LANES;
+    let mut acc = [S::zero(); SUB];
+    for ch in (0..dkp).step_by(l) {
+        let kv = S::load(kb.add(j * dkp + ch));
+        let mut w = kv;
+        for t in j..i1 {
+            if t > j {
+                w = S::mul(w, S::load(dt.add(t * dkp + ch)));
+            }
+            acc[t - i0] = S::fma(S::load(qb.add(t * dkp + ch)), w, acc[t - i0]);
+        }
+    }
+    for t in j..i1 {
+        *a.add((t - i0) * CHUNK + j) = S::hsum(acc[t - i0]);
+    }
 }
 
 /// Multiplies columns `< cols` of the transposed decayed keys `kt [dkp, CHUNK]` by
