@@ -1,6 +1,7 @@
 // Element reader of an attention operand held as raw bytes in `array<u32>` binding {{B}}:
 // `{{B}}_at(e)` is element e (row-major) as f32, in the storage format the {{F}}_* define names
-// (F32, F16, or ggml Q8_0 / Q4_0 blocks of 32 along the row, which start on 2-byte boundaries).
+// (F32, F16, or ggml Q8_0 / Q4_0 blocks of 32 along the row, which start on 2-byte boundaries);
+// {{F}}_F16N: F16 bound as `array<f16>`.
 
 #ifdef {{F}}_F32
 fn {{B}}_at(e: u32) -> f32 {
@@ -9,10 +10,16 @@ fn {{B}}_at(e: u32) -> f32 {
 #endif
 
 #ifdef {{F}}_F16
+#ifdef {{F}}_F16N
+fn {{B}}_at(e: u32) -> f32 {
+    return f32({{B}}[e]);
+}
+#else
 fn {{B}}_at(e: u32) -> f32 {
     let h = unpack2x16float({{B}}[e >> 1u]);
     return select(h.x, h.y, (e & 1u) == 1u);
 }
+#endif
 #endif
 
 #ifdef {{F}}_Q8_0

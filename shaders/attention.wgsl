@@ -10,6 +10,19 @@
 // sink column and normalises.
 //
 // Defines: Q_F32|Q_F16 (queries), K_* and V_* (F32, F16, Q8_0, Q4_0): the storage formats.
+// SG: the rows' tile max and sum by subgroup reductions across all threads (else one thread
+// per row walks the tile). F16N with Q_F16N / K_F16N / V_F16N: those F16 operands bound as
+// `array<f16>` and read natively (needs SHADER_F16; else their halves are unpacked from u32
+// words).
+
+#ifdef F16N
+enable f16;
+#endif
+#ifdef DAWN
+#ifdef SG
+enable subgroups;
+#endif
+#endif
 
 struct Params {
     t_q: u32,
@@ -33,9 +46,21 @@ struct Params {
     pad1: u32,
 }
 
+#ifdef Q_F16N
+@group(0) @binding(0) var<storage, read> qb: array<f16>;
+#else
 @group(0) @binding(0) var<storage, read> qb: array<u32>;
+#endif
+#ifdef K_F16N
+@group(0) @binding(1) var<storage, read> kb: array<f16>;
+#else
 @group(0) @binding(1) var<storage, read> kb: array<u32>;
+#endif
+#ifdef V_F16N
+@group(0) @binding(2) var<storage, read> vb: array<f16>;
+#else
 @group(0) @binding(2) var<storage, read> vb: array<u32>;
+#endif
 @group(0) @binding(3) var<storage, read> kpos: array<u32>;
 @group(0) @binding(4) var<storage, read_write> part: array<f32>;
 @group(0) @binding(5) var<uniform> p: Params;
@@ -76,8 +101,24 @@ fn visible(qp: i32, j: u32) -> bool {
     return true;
 }
 
+#ifdef SG
+// Subgroups per workgroup at most (WG / 4: subgroups of at least 4 invocations).
+const MAXSG: u32 = 16u;
+// Per row and subgroup: the tile max, then the sum of weights.
+var<workgroup> redm: array<f32, 512>;
+var<workgroup> redl: array<f32, 512>;
+#endif
+
 @compute @workgroup_size(WG)
-fn attn_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn attn_split(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+#ifdef SG
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(subgroup_id) sg_id: u32,
+#endif
+) {
     let t = lid.x;
     let i0 = (wid.x / p.h_kv) * p.qt;
     let g = wid.x % p.h_kv;
@@ -138,6 +179,47 @@ fn attn_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             sc[r * WG + t] = select(NEG, x, vis);
         }
         workgroupBarrier();
+#ifdef SG
+        // 2. Every thread its own key: the rows' tile max and sum by subgroup reductions,
+        // combined across subgroups in workgroup memory; the scores become weights.
+        let nsg = (WG + sg_size - 1u) / sg_size;
+        for (var r = 0u; r < NR; r++) {
+            let m = subgroupMax(sc[r * WG + t]);
+            if (sg_lane == 0u) {
+                redm[r * MAXSG + sg_id] = m;
+            }
+        }
+        workgroupBarrier();
+        for (var r = 0u; r < NR; r++) {
+            var mt = NEG;
+            for (var q = 0u; q < nsg; q++) {
+                mt = max(mt, redm[r * MAXSG + q]);
+            }
+            let mn = max(mstat[r], mt);
+            let x = sc[r * WG + t];
+            let w = select(exp(x - mn), 0.0, x <= NEG_HALF);
+            sc[r * WG + t] = w;
+            let l = subgroupAdd(w);
+            if (sg_lane == 0u) {
+                redl[r * MAXSG + sg_id] = l;
+            }
+        }
+        workgroupBarrier();
+        if (t < NR) {
+            var mt = NEG;
+            var l = 0.0;
+            for (var q = 0u; q < nsg; q++) {
+                mt = max(mt, redm[t * MAXSG + q]);
+                l += redl[t * MAXSG + q];
+            }
+            let mo = mstat[t];
+            let mn = max(mo, mt);
+            let cf = select(exp(mo - mn), 1.0, mo <= NEG_HALF);
+            mstat[t] = mn;
+            lstat[t] = lstat[t] * cf + l;
+            corr[t] = cf;
+        }
+#else
         // 2. One thread per row: running max and sum; the tile's scores become weights.
         if (t < NR) {
             var mt = NEG;
@@ -158,6 +240,7 @@ fn attn_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             lstat[t] = l;
             corr[t] = cf;
         }
+#endif
         workgroupBarrier();
         // 3. Weighted values of this thread's channels t, t + WG, …
         let n = min(WG, j1 - jt);

@@ -4,7 +4,7 @@
 
 use wattle::internals::Reduce;
 use wattle::internals::{gpu_chunk_count, gpu_matmul_choice};
-use wattle::{DType, Error, Runtime, Tensor};
+use wattle::{AttentionParams, DType, Error, Runtime, Tensor};
 
 fn values(n: usize) -> Vec<f32> {
     (0..n)
@@ -50,6 +50,35 @@ fn switches_force_fallbacks_and_splits() {
         let got = y.to_f32_vec().unwrap();
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{dev}: {a} vs {b}");
+        }
+        // Attention without subgroups and native f16 (workgroup-walk statistics, unpacked
+        // halves) equals the CPU's.
+        let (t_q, h_q, t_k, h_kv, d) = (3, 4, 15, 2, 32); // each operand under 2 KiB
+        let q = Tensor::from_f32(&values(t_q * h_q * d), &[t_q, h_q, d]).unwrap();
+        let kv = |shift: usize| {
+            let v: Vec<f32> = values(t_k * h_kv * d + shift)[shift..].to_vec();
+            Tensor::from_f32(&v, &[t_k, h_kv, d])
+                .unwrap()
+                .quantize(DType::F16)
+                .unwrap()
+        };
+        let (k, v) = (kv(0), kv(7));
+        let p = AttentionParams {
+            q_pos0: t_k - t_q,
+            ..AttentionParams::causal()
+        };
+        let want = rt.attention(&q, &k, &v, &p).unwrap().to_f32_vec().unwrap();
+        let on = |t: &Tensor| t.to(&dev).unwrap();
+        let got = rt
+            .attention(&on(&q), &on(&k), &on(&v), &p)
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
+        for (a, b) in got.iter().zip(&want) {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{dev} attention: {a} vs {b}"
+            );
         }
     }
 }

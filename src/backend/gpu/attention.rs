@@ -64,10 +64,34 @@ fn define(which: char, dtype: DType) -> Result<&'static str> {
     })
 }
 
-/// The two pipelines' keys for these operand formats.
-pub(crate) fn keys(q: DType, k: DType, v: DType) -> Result<[PipelineKey; 2]> {
-    let defines = vec![define('Q', q)?, define('K', k)?, define('V', v)?];
-    let variant = format!("attention_q{q}_k{k}_v{v}");
+/// A variant of the attention kernels beyond the operand formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Variant {
+    /// Subgroup reductions for the rows' tile statistics.
+    pub sg: bool,
+    /// F16 operands read natively as `array<f16>`.
+    pub f16: bool,
+}
+
+/// The two pipelines' keys for these operand formats and variant.
+pub(crate) fn keys(q: DType, k: DType, v: DType, var: Variant) -> Result<[PipelineKey; 2]> {
+    let mut defines = vec![define('Q', q)?, define('K', k)?, define('V', v)?];
+    let mut variant = format!("attention_q{q}_k{k}_v{v}");
+    if var.sg {
+        defines.push("SG");
+        variant.push_str("_sg");
+    }
+    // Native f16 only where an operand is F16 (else the variant is the plain one).
+    let f16n = [(q, "Q_F16N"), (k, "K_F16N"), (v, "V_F16N")]
+        .into_iter()
+        .filter(|(d, _)| *d == DType::F16)
+        .map(|(_, n)| n)
+        .collect::<Vec<_>>();
+    if var.f16 && !f16n.is_empty() {
+        defines.push("F16N");
+        defines.extend(f16n);
+        variant.push_str("_f16");
+    }
     Ok(["attn_split", "attn_merge"].map(|entry| {
         PipelineKey::new(
             "attention",
@@ -86,8 +110,15 @@ pub(crate) fn all_keys() -> Vec<PipelineKey> {
     for q in [DType::F32, DType::F16] {
         for k in kv {
             for v in kv {
-                if let Ok(ks) = keys(q, k, v) {
-                    out.extend(ks);
+                for sg in [false, true] {
+                    for f16 in [false, true] {
+                        if f16 && ![q, k, v].contains(&DType::F16) {
+                            continue;
+                        }
+                        if let Ok(ks) = keys(q, k, v, Variant { sg, f16 }) {
+                            out.extend(ks);
+                        }
+                    }
                 }
             }
         }
@@ -204,7 +235,12 @@ impl GpuBackend {
             qt: qt as u32,
             pad1: 0,
         };
-        let [split_key, merge_key] = keys(q.dtype(), k.dtype(), v.dtype())?;
+        // Subgroup reductions need subgroups of at least 4 (at most WG / 4 per workgroup).
+        let var = Variant {
+            sg: self.use_subgroups && self.ctx.info.subgroup_min_size >= 4,
+            f16: self.use_f16,
+        };
+        let [split_key, merge_key] = keys(q.dtype(), k.dtype(), v.dtype(), var)?;
         let out = self.ctx.scoped("attention", || {
             let out = self.ctx.alloc_rows("attention output", rows, s.d_v * 4)?;
             if rows == 0 || s.d_v == 0 {
