@@ -31,7 +31,8 @@ struct Params {
     a: u32,
     // rope: rotated values per head (n_dims); get_rows: table rows in the bound chunk.
     b: u32,
-    // rope: 1 for the NeoX layout, 0 for the normal one.
+    // rope: 1 for the NeoX layout, 0 for the normal one; get_rows: first id of the bound output
+    // chunk.
     c: u32,
     _pad0: u32,
     _pad1: u32,
@@ -461,8 +462,9 @@ fn add(
 #include "load" B=w F=W
 #endif
 
-// Element e of the [ids, p.k] output, from the bound table chunk (rows p.a .. p.a + p.b) when
-// its id falls there; other chunks' dispatches write the rest.
+// Element e of the bound output chunk (p.rows rows of p.k values, for ids p.c ..), from the bound
+// table chunk (rows p.a .. p.a + p.b) when its id falls there; other chunks' dispatches write the
+// rest.
 @compute @workgroup_size(WG)
 fn get_rows(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -474,7 +476,7 @@ fn get_rows(
         return;
     }
     let r = e / p.k;
-    let id = ids[r];
+    let id = ids[p.c + r];
     if (id < p.a || id >= p.a + p.b) {
         return;
     }

@@ -651,3 +651,48 @@ fn engine_ops_every_cpu_isa_matches_the_scalar_reference() {
         }
     }
 }
+
+/// Embedding tables larger than one storage binding are read chunk by chunk; activations that
+/// would need several bindings are refused with `TooLarge`, never truncated (SPEC §5).
+#[test]
+fn engine_ops_on_split_gpu_bindings() {
+    let rt = Runtime::new().expect("runtime");
+    let devs = wattle::internals::gpu_devices_with_max_binding(4096).expect("devices");
+    if devs.is_empty() {
+        let _ = devices_under_test(&rt); // fails unless WATTLE_ALLOW_NO_GPU=1
+        return;
+    }
+    let (vocab, d) = (300, 256);
+    let mut rng = Rng::new(99);
+    let v = rng.vec(vocab * d);
+    let ids: Vec<u32> = (0..40).map(|i| (i * 37 % vocab) as u32).collect();
+    for dev in devs {
+        for dtype in [DType::F32, DType::F16, DType::Q8_0, DType::Q4_K] {
+            let table = wattle::Tensor::from_f32(&v, &[vocab, d])
+                .unwrap()
+                .quantize(dtype)
+                .unwrap();
+            let want = rt.get_rows(&table, &ids).unwrap().to_f32_vec().unwrap();
+            let on = table.to(&dev).unwrap();
+            assert!(
+                wattle::internals::gpu_chunk_count(&on).unwrap() > 1,
+                "{dev} {dtype}: the table should span several bindings"
+            );
+            let got = rt.get_rows(&on, &ids).unwrap().to_f32_vec().unwrap();
+            let err = nmse(&want.iter().map(|&x| x as f64).collect::<Vec<_>>(), &got);
+            assert!(err <= 1e-12, "{dev} {dtype}: NMSE {err:e}");
+        }
+        let x = wattle::Tensor::from_f32(&v, &[vocab, d])
+            .unwrap()
+            .to(&dev)
+            .unwrap();
+        assert!(
+            matches!(rt.add(&x, &x), Err(wattle::Error::TooLarge { .. })),
+            "{dev}: add over split bindings"
+        );
+        assert!(
+            matches!(rt.softmax(&x), Err(wattle::Error::TooLarge { .. })),
+            "{dev}: softmax over split bindings"
+        );
+    }
+}

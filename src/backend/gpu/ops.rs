@@ -397,27 +397,38 @@ impl GpuBackend {
         let wg = self.elem_wg();
         let op = GpuOp::GetRows(table.dtype());
         let y = self.ctx.scoped("get_rows", || {
-            let y = self.output("get_rows output", ids.len(), d * 4)?;
+            // Both the table and the output may span several bindings: one dispatch per pair
+            // of chunks that shares an id.
+            let y = self.ctx.alloc_rows("get_rows output", ids.len(), d * 4)?;
             if n > 0 {
+                if ids.len() as u64 * 4 > self.ctx.chunk_limit() {
+                    return Err(Error::TooLarge {
+                        what: format!("get_rows: {} ids in one binding", ids.len()),
+                        needed: ids.len() as u64 * 4,
+                        limit: self.ctx.chunk_limit(),
+                    });
+                }
                 let ib = self.storage_of("wattle ids", bytemuck::cast_slice(ids));
-                for c in &tb.chunks {
-                    if c.rows == 0
-                        || !ids
-                            .iter()
-                            .any(|&i| (c.row0..c.row0 + c.rows).contains(&(i as usize)))
-                    {
-                        continue;
+                for yc in &y.chunks {
+                    let out_ids = &ids[yc.row0..yc.row0 + yc.rows];
+                    for c in &tb.chunks {
+                        let rows = c.row0..c.row0 + c.rows;
+                        if !out_ids.iter().any(|&i| rows.contains(&(i as usize))) {
+                            continue;
+                        }
+                        let p = Params {
+                            k: u32_of("get_rows row", d)?,
+                            rows: u32_of("get_rows ids", yc.rows)?,
+                            a: u32_of("table row", c.row0)?,
+                            b: u32_of("table rows", c.rows)?,
+                            c: u32_of("first id", yc.row0)?,
+                            ..Params::default()
+                        };
+                        let elems = yc.rows * d;
+                        u32_of("get_rows elements", elems)?;
+                        let b = [(0, &c.buf), (1, &ib), (2, &yc.buf)];
+                        self.dispatch(op, wg, &b, p, elems.div_ceil(wg as usize))?;
                     }
-                    let p = Params {
-                        k: u32_of("get_rows row", d)?,
-                        rows: u32_of("get_rows ids", ids.len())?,
-                        a: u32_of("table row", c.row0)?,
-                        b: u32_of("table rows", c.rows)?,
-                        ..Params::default()
-                    };
-                    u32_of("get_rows elements", n)?;
-                    let b = [(0, &c.buf), (1, &ib), (2, &y.chunks[0].buf)];
-                    self.dispatch(op, wg, &b, p, n.div_ceil(wg as usize))?;
                 }
             }
             Ok(y)
