@@ -2,7 +2,7 @@
 //! prefill (512 queries), per K/V dtype and window, in GB/s of K/V read and GFLOP/s, with
 //! ggml's `FLASH_ATTN_EXT` on the same shapes when a peer is given (SPEC §6, §10).
 
-use super::{device_label, time_calls, BenchConfig, Mode, Progress, Rng, Row};
+use super::{device_label, time_calls, BenchConfig, Figure, Progress, Rng, Row};
 use crate::peer::{AttnFigure, PeerSpec};
 use crate::stats::Summary;
 use crate::sysinfo::kind_name;
@@ -189,32 +189,16 @@ pub fn run(
         let Some(time) = Summary::from_seconds(&times) else {
             continue;
         };
-        let secs = time.median_us * 1e-6;
-        let bytes = case.bytes();
-        rows.push(Row {
-            device: label.clone(),
-            device_kind: kind_name(dev),
+        let figure = Figure {
             op: "attention".into(),
             phase: case.phase().into(),
             dtype: case.dtype.to_string(),
-            m: case.t_q,
-            n: case.t_k,
-            k: case.d,
-            mode: Mode::Hot,
-            copies: 1,
-            shape_note: None,
-            case: Some(case.label()),
-            time,
-            bytes,
-            gb_per_s: bytes as f64 / secs / 1e9,
-            gops: case.flops() / secs / 1e9,
-            roofline_gb_per_s: None,
-            roofline_pct: None,
-            bound: None,
-            peer: None,
-            peer_us: None,
-            peer_ratio: None,
-        });
+            mnk: (case.t_q, case.t_k, case.d),
+            case: case.label(),
+            bytes: case.bytes(),
+            ops: case.flops(),
+        };
+        rows.push(Row::figure(dev, figure, time));
     }
 }
 

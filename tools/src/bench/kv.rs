@@ -3,7 +3,7 @@
 //! F16 cache and to plain `rt.attention` on F16 tensors, append cost per token; and the same
 //! with Window eviction (SPEC §8, §10).
 
-use super::{device_label, time_calls, BenchConfig, Mode, Progress, Rng, Row};
+use super::{device_label, time_calls, BenchConfig, Figure, Progress, Rng, Row};
 use crate::stats::Summary;
 use crate::sysinfo::kind_name;
 use std::time::Instant;
@@ -168,7 +168,7 @@ pub fn run(
             .find(|m| m.format == "f16")
             .map(|m| m.time.median_us);
         for m in measured {
-            rows.push(to_row(&label, dev, m, f16_us));
+            rows.push(to_row(dev, m, f16_us));
         }
     }
 }
@@ -215,9 +215,8 @@ fn time_format(
     Ok((time, cache.memory_bytes(), append_ns))
 }
 
-fn to_row(label: &str, dev: &Device, m: Measured, f16_us: Option<f64>) -> Row {
+fn to_row(dev: &Device, m: Measured, f16_us: Option<f64>) -> Row {
     let (h_q, h_kv, d) = HEADS;
-    let secs = m.time.median_us * 1e-6;
     let kept = m.window.map_or(m.ctx, |w| w.min(m.ctx));
     let bits = m.cache_bytes as f64 * 8.0 / (2 * m.ctx * h_kv * d) as f64;
     let mut case = format!("{h_q}/{h_kv} heads, d {d}, ctx {}", m.ctx);
@@ -232,10 +231,7 @@ fn to_row(label: &str, dev: &Device, m: Measured, f16_us: Option<f64>) -> Row {
     if let Some(a) = m.append_ns {
         case.push_str(&format!(", append {a:.0} ns/tok"));
     }
-    let bytes = m.cache_bytes as u64 + 8 * (h_q * d) as u64;
-    Row {
-        device: label.to_string(),
-        device_kind: kind_name(dev),
+    let figure = Figure {
         op: if m.append_ns.is_some() {
             "kv attend".into()
         } else {
@@ -243,24 +239,12 @@ fn to_row(label: &str, dev: &Device, m: Measured, f16_us: Option<f64>) -> Row {
         },
         phase: "decode".into(),
         dtype: m.format.to_string(),
-        m: 1,
-        n: m.ctx,
-        k: d,
-        mode: Mode::Hot,
-        copies: 1,
-        shape_note: None,
-        case: Some(case),
-        time: m.time,
-        bytes,
-        gb_per_s: bytes as f64 / secs / 1e9,
-        gops: 4.0 * (h_q * d * kept) as f64 / secs / 1e9,
-        roofline_gb_per_s: None,
-        roofline_pct: None,
-        bound: None,
-        peer: None,
-        peer_us: None,
-        peer_ratio: None,
-    }
+        mnk: (1, m.ctx, d),
+        case,
+        bytes: m.cache_bytes as u64 + 8 * (h_q * d) as u64,
+        ops: 4.0 * (h_q * d * kept) as f64,
+    };
+    Row::figure(dev, figure, m.time)
 }
 
 #[cfg(test)]

@@ -361,7 +361,56 @@ pub struct Row {
     pub peer_ratio: Option<f64>,
 }
 
+/// What a non-matmul suite measured for one case: the row's identity and its raw figures.
+#[derive(Clone, Debug)]
+pub struct Figure {
+    /// Operation, e.g. `attention`.
+    pub op: String,
+    /// `decode` or `prefill`.
+    pub phase: String,
+    /// The operand format named in the `dtype` column.
+    pub dtype: String,
+    /// `m`, `n`, `k`: the op's nearest analogues of a matmul's (see [`Row::case`]).
+    pub mnk: (usize, usize, usize),
+    /// The case in words.
+    pub case: String,
+    /// Bytes moved per call.
+    pub bytes: u64,
+    /// Operations per call.
+    pub ops: f64,
+}
+
 impl Row {
+    /// The hot-mode row of a non-matmul figure measured on `dev` (rooflines and peers are
+    /// filled in later).
+    pub fn figure(dev: &Device, f: Figure, time: Summary) -> Row {
+        let secs = time.median_us * 1e-6;
+        Row {
+            device: device_label(dev),
+            device_kind: kind_name(dev),
+            op: f.op,
+            phase: f.phase,
+            dtype: f.dtype,
+            m: f.mnk.0,
+            n: f.mnk.1,
+            k: f.mnk.2,
+            mode: Mode::Hot,
+            copies: 1,
+            shape_note: None,
+            case: Some(f.case),
+            time,
+            bytes: f.bytes,
+            gb_per_s: f.bytes as f64 / secs / 1e9,
+            gops: f.ops / secs / 1e9,
+            roofline_gb_per_s: None,
+            roofline_pct: None,
+            bound: None,
+            peer: None,
+            peer_us: None,
+            peer_ratio: None,
+        }
+    }
+
     /// `m×n×k`.
     pub fn shape(&self) -> Shape {
         Shape {
