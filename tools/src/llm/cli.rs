@@ -195,6 +195,15 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
             .and_then(|()| out.flush())
             .map_err(|e| format!("writing the text: {e}"))
     };
+    // One untimed token first: the CPU kernels repack the quantized weights at their first
+    // use, a one-off cost that belongs to loading, not to the prompt's speed.
+    let tw = Instant::now();
+    dec.forward(&prompt[..1], 0).map_err(|e| e.to_string())?;
+    dec.reset();
+    eprintln!(
+        "wattle run: warm-up (weights repacked for the kernels) {:.0} ms",
+        tw.elapsed().as_secs_f64() * 1e3
+    );
     let t0 = Instant::now();
     let mut generated = 0usize;
     let mut stop = None;

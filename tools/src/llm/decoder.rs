@@ -248,7 +248,8 @@ impl<'m> Decoder<'m> {
             v_head_dim: None,
             format: opts.kv.format(),
             eviction,
-            capacity: Some(opts.ctx),
+            // Reserve up to 2048 positions up front; a longer context grows as it fills.
+            capacity: Some(opts.ctx.min(2048)),
         };
         let cache = KvCache::new(rt, &model.device, cfg)
             .map_err(|e| format!("KV cache ({} on {}): {e}", opts.kv, model.device))?;
