@@ -289,6 +289,21 @@ impl EngineOp {
         }
     }
 
+    /// Logits on a coarse grid (many ties) with −∞ entries (masked tokens) but a finite value
+    /// in every row: tie-breaking must match the CPU exactly.
+    fn tied(kind: EngineKind, shape: &[usize]) -> EngineOp {
+        let mut op = EngineOp::new(kind, shape);
+        let n = *shape.last().unwrap_or(&1);
+        for (i, v) in op.a.iter_mut().enumerate() {
+            *v = if i % 7 == 3 && i % n != 0 {
+                f32::NEG_INFINITY
+            } else {
+                (*v / 4.0).round()
+            };
+        }
+        op
+    }
+
     fn table(&self, dtype: DType) -> wattle::Tensor {
         wattle::Tensor::from_f32(&self.a, &self.shape)
             .unwrap()
@@ -445,7 +460,11 @@ impl OpCase for EngineOp {
                 let mut y = Vec::new();
                 for r in self.a.chunks_exact(n) {
                     let mut idx: Vec<usize> = (0..n).collect();
-                    idx.sort_by(|&i, &j| r[j].total_cmp(&r[i]).then(i.cmp(&j)));
+                    idx.sort_by(|&i, &j| {
+                        r[j].partial_cmp(&r[i])
+                            .unwrap_or(std::cmp::Ordering::Equal)
+                            .then(i.cmp(&j))
+                    });
                     y.extend(idx[..*k].iter().flat_map(|&i| [i as f64, r[i] as f64]));
                 }
                 vec![("exact", y, 0.0)]
@@ -483,6 +502,20 @@ fn engine_cases(software_gpu: bool) -> Vec<Box<dyn OpCase>> {
             add(EngineKind::Argmax, &[m, d]);
             add(EngineKind::TopK { k: 1 }, &[m, d]);
             add(EngineKind::TopK { k: d.min(5) }, &[m, d]);
+        }
+    }
+    // Ties (±0 included) and −∞ (first occurrence wins, lower index first in top-k).
+    let mut tied: Vec<Box<dyn OpCase>> = Vec::new();
+    for &(m, n) in &[(1usize, 5usize), (3, 64), (2, 1000), (1, 4099)] {
+        for kind in [
+            EngineKind::Softmax,
+            EngineKind::Argmax,
+            EngineKind::TopK { k: 1 },
+            EngineKind::TopK {
+                k: (n / 2).clamp(1, 9),
+            },
+        ] {
+            tied.push(Box::new(EngineOp::tied(kind, &[m, n])));
         }
     }
     // Prefill-sized and decode-sized logits; rank-3 elementwise operands.
@@ -563,6 +596,7 @@ fn engine_cases(software_gpu: bool) -> Vec<Box<dyn OpCase>> {
             &[300, 2 * b],
         );
     }
+    cases.extend(tied);
     cases
 }
 
