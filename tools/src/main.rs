@@ -161,6 +161,10 @@ struct BenchArgs {
     /// The GGUF model of `--suite model` (pp512 / tg128 through the reference decoder).
     #[arg(long, value_name = "GGUF")]
     model: Option<PathBuf>,
+    /// Read the energy meters around every figure: J per call, W and GOP/J columns, labelled
+    /// measured or modelled (see `wattle meters`).
+    #[arg(long)]
+    energy: bool,
 }
 
 fn main() -> ExitCode {
@@ -293,6 +297,7 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
         no_roofline: a.no_roofline,
         model: a.model,
         peer: a.peer,
+        energy: a.energy.then(|| bench::EnergyMeters::new(rt.meters())),
     };
     let mut report = bench::run(&rt, &devices, &cfg);
     for api in missing {

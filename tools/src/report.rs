@@ -162,6 +162,38 @@ const ROW_RIGHT: [bool; 13] = [
     false, false, false, true, false, true, true, true, true, true, true, true, false,
 ];
 
+const ENERGY_HEADERS: [&str; 3] = ["J/call", "W", "GOP/J"];
+
+/// `12.3 mJ`: joules with a unit that keeps 3–4 significant digits.
+fn fmt_joules(j: f64) -> String {
+    let (v, unit) = if j >= 1.0 {
+        (j, "J")
+    } else if j >= 1e-3 {
+        (j * 1e3, "mJ")
+    } else {
+        (j * 1e6, "µJ")
+    };
+    format!("{} {unit}", fmt_sig(v))
+}
+
+fn energy_cells(r: &Row) -> Vec<String> {
+    match &r.energy {
+        Some(e) => {
+            let tag = if e.source == "measured" {
+                ""
+            } else {
+                " (model)"
+            };
+            vec![
+                format!("{}{tag}", fmt_joules(e.joules_per_call)),
+                format!("{:.1}", e.watts),
+                e.gops_per_joule.map(fmt_sig).unwrap_or_else(|| "—".into()),
+            ]
+        }
+        None => vec!["—".into(); ENERGY_HEADERS.len()],
+    }
+}
+
 fn row_cells(r: &Row) -> Vec<String> {
     vec![
         r.device.clone(),
@@ -232,15 +264,25 @@ fn table(r: &Report) -> String {
     }
     out.push('\n');
     let any_note = r.rows.iter().any(|x| x.shape_note.is_some());
+    let any_energy = r.rows.iter().any(|x| x.energy.is_some());
     let mut headers = ROW_HEADERS.to_vec();
+    let mut right = ROW_RIGHT[..ROW_HEADERS.len()].to_vec();
+    if any_energy {
+        headers.extend(ENERGY_HEADERS);
+        right.extend([true; ENERGY_HEADERS.len()]);
+    }
     if any_note {
         headers.push("note");
+        right.push(false);
     }
     let rows: Vec<Vec<String>> = r
         .rows
         .iter()
         .map(|x| {
             let mut c = row_cells(x);
+            if any_energy {
+                c.extend(energy_cells(x));
+            }
             if any_note {
                 c.push(x.shape_note.clone().unwrap_or_default());
             }
@@ -250,7 +292,13 @@ fn table(r: &Report) -> String {
     if rows.is_empty() {
         out.push_str("no figures\n");
     } else {
-        out.push_str(&aligned(&headers, &rows, &ROW_RIGHT));
+        out.push_str(&aligned(&headers, &rows, &right));
+    }
+    if any_energy {
+        out.push_str(
+            "\nJ/call = the meters' joules over the timed calls (\"(model)\": a power model, not a \
+             meter, see `wattle meters`); W = their average power; GOP/J = operations per joule.\n",
+        );
     }
     out.push_str(
         "\nGB/s = bytes moved / median (matmul: weights + x + y; attention: K/V read + q + out); GOPS = \
@@ -265,7 +313,7 @@ fn table(r: &Report) -> String {
 }
 
 /// CSV column names.
-pub const CSV_HEADER: &str = "device,device_kind,op,phase,dtype,m,n,k,mode,copies,reps,median_us,min_us,max_us,q1_us,q3_us,bytes,gb_per_s,gops,roofline_gb_per_s,roofline_pct,bound,peer,peer_us,peer_ratio,shape_note,case";
+pub const CSV_HEADER: &str = "device,device_kind,op,phase,dtype,m,n,k,mode,copies,reps,median_us,min_us,max_us,q1_us,q3_us,bytes,gb_per_s,gops,roofline_gb_per_s,roofline_pct,bound,peer,peer_us,peer_ratio,shape_note,case,joules_per_call,watts,gops_per_joule,energy_source";
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
@@ -308,6 +356,10 @@ fn csv(r: &Report) -> String {
             num(x.peer_ratio),
             csv_field(x.shape_note.as_deref().unwrap_or("")),
             csv_field(x.case.as_deref().unwrap_or("")),
+            num(x.energy.as_ref().map(|e| e.joules_per_call)),
+            num(x.energy.as_ref().map(|e| e.watts)),
+            num(x.energy.as_ref().and_then(|e| e.gops_per_joule)),
+            csv_field(x.energy.as_ref().map_or("", |e| e.source.as_str())),
         ];
         out.push_str(&cells.join(","));
         out.push('\n');
@@ -347,16 +399,26 @@ fn markdown(r: &Report) -> String {
         );
     }
     out.push_str("\n## Figures\n\n");
+    let any_energy = r.rows.iter().any(|x| x.energy.is_some());
     let mut headers = ROW_HEADERS.to_vec();
+    let mut right = ROW_RIGHT[..ROW_HEADERS.len()].to_vec();
+    if any_energy {
+        headers.extend(ENERGY_HEADERS);
+        right.extend([true; ENERGY_HEADERS.len()]);
+    }
     headers.push("note");
+    right.push(false);
     let _ = writeln!(out, "| {} |", headers.join(" | "));
-    let align: Vec<&str> = ROW_RIGHT
+    let align: Vec<&str> = right
         .iter()
         .map(|&r| if r { "--:" } else { "---" })
         .collect();
     let _ = writeln!(out, "|{}|", align.join("|"));
     for x in &r.rows {
         let mut c = row_cells(x);
+        if any_energy {
+            c.extend(energy_cells(x));
+        }
         c.push(x.shape_note.clone().unwrap_or_default());
         let c: Vec<String> = c.iter().map(|s| md_cell(s)).collect();
         let _ = writeln!(out, "| {} |", c.join(" | "));
@@ -424,6 +486,7 @@ mod tests {
             peer: (mode == Mode::Hot).then(|| "ggml".to_string()),
             peer_us: (mode == Mode::Hot).then_some(2870.5),
             peer_ratio: (mode == Mode::Hot).then_some(0.95),
+            energy: None,
         };
         Report {
             system,

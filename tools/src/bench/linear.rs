@@ -379,6 +379,7 @@ pub fn run(
             peer: None,
             peer_us: None,
             peer_ratio: None,
+            energy: None,
         });
     }
     let lin_rows = rows.len();
@@ -432,6 +433,7 @@ pub fn run(
             peer: None,
             peer_us: None,
             peer_ratio: None,
+            energy: None,
         });
     }
     notes.extend(summary_notes(

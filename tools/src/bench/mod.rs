@@ -9,7 +9,9 @@ use serde::Serialize;
 use std::fmt;
 use std::io::IsTerminal;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use wattle::energy::{EnergyWindow, Measurement};
 use wattle::{DType, Device, DeviceKind, Runtime, Tensor};
 use wattle_kernels::probe;
 
@@ -221,6 +223,76 @@ pub struct BenchConfig {
     pub model: Option<std::path::PathBuf>,
     /// The peers to compare with (each with the rows of its backend's devices).
     pub peer: Vec<PeerSpec>,
+    /// With `--energy`: the meters read around every figure's timed repetitions.
+    pub energy: Option<EnergyMeters>,
+}
+
+/// The meters of `wattle bench --energy` and the energy each timed figure used.
+#[derive(Clone, Default)]
+pub struct EnergyMeters {
+    meters: Vec<wattle::energy::Meter>,
+    log: Arc<Mutex<Vec<(String, Summary, RowEnergy)>>>,
+}
+
+impl fmt::Debug for EnergyMeters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self.meters.iter().map(|m| m.name()).collect();
+        f.debug_struct("EnergyMeters")
+            .field("meters", &names)
+            .finish()
+    }
+}
+
+impl EnergyMeters {
+    /// Reads `meters` (usually `rt.meters()`: measured ones where readable, else modelled).
+    pub fn new(meters: Vec<wattle::energy::Meter>) -> EnergyMeters {
+        EnergyMeters {
+            meters,
+            log: Arc::default(),
+        }
+    }
+
+    /// Records what the window of one figure measured, keyed by its device and timings.
+    fn record(&self, device: String, time: Summary, calls: usize, m: &Measurement) {
+        let calls = calls.max(1) as f64;
+        let e = RowEnergy {
+            joules_per_call: m.joules / calls,
+            watts: m.watts(),
+            gops_per_joule: None,
+            source: m.source.name().to_string(),
+        };
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((device, time, e));
+    }
+
+    /// Fills each row's energy from the window whose timings are the row's own (every suite
+    /// summarises the samples `time_calls` returned, so the summaries are identical).
+    fn apply(&self, rows: &mut [Row]) {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        for r in rows.iter_mut() {
+            if let Some((_, _, e)) = log.iter().find(|(d, t, _)| *d == r.device && *t == r.time) {
+                let mut e = e.clone();
+                e.gops_per_joule = (e.joules_per_call > 0.0)
+                    .then(|| r.gops * (r.time.median_us * 1e-6) / e.joules_per_call);
+                r.energy = Some(e);
+            }
+        }
+    }
+}
+
+/// The energy of one figure (`--energy`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RowEnergy {
+    /// Joules per call: the window's joules over its timed calls.
+    pub joules_per_call: f64,
+    /// Average watts over the window.
+    pub watts: f64,
+    /// 10⁹ operations per joule (the row's operations per call over its joules per call).
+    pub gops_per_joule: Option<f64>,
+    /// `measured`, or `modelled` when any summed meter is a power model.
+    pub source: String,
 }
 
 /// The ceilings of one device.
@@ -359,6 +431,9 @@ pub struct Row {
     pub peer_us: Option<f64>,
     /// Peer time over ours (> 1: wattle is faster).
     pub peer_ratio: Option<f64>,
+    /// Energy per call (`--energy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub energy: Option<RowEnergy>,
 }
 
 /// What a non-matmul suite measured for one case: the row's identity and its raw figures.
@@ -408,6 +483,7 @@ impl Row {
             peer: None,
             peer_us: None,
             peer_ratio: None,
+            energy: None,
         }
     }
 
@@ -705,6 +781,10 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
         for dev in devices {
             kv::run(rt, dev, cfg, &progress, &mut rows, &mut notes);
         }
+    }
+
+    if let Some(e) = &cfg.energy {
+        e.apply(&mut rows);
     }
 
     // No kernel may beat the roofline. A probe that ran while the machine was busy can read
@@ -1035,12 +1115,23 @@ pub fn time_calls<T>(
     for _ in 0..cfg.warmup {
         timed()?;
     }
+    let mut window = cfg.energy.as_ref().map(|e| {
+        let mut w = EnergyWindow::start(e.meters.clone());
+        w.busy(dev);
+        w
+    });
     let mut times = Vec::new();
     let start = Instant::now();
     while times.len() < cfg.min_reps
         || (times.len() < cfg.max_reps && start.elapsed() < cfg.min_time)
     {
         times.push(timed()?);
+    }
+    if let (Some(e), Some(w)) = (&cfg.energy, window.take()) {
+        // A window no meter could read leaves the figure without energy (said in the table).
+        if let (Ok(m), Some(t)) = (w.end(), Summary::from_seconds(&times)) {
+            e.record(device_label(dev), t, times.len(), &m);
+        }
     }
     Ok(times)
 }
@@ -1144,6 +1235,7 @@ fn bench_device(
                     peer: None,
                     peer_us: None,
                     peer_ratio: None,
+                    energy: None,
                 });
             }
         }
@@ -1268,6 +1360,7 @@ mod tests {
             peer: None,
             peer_us: None,
             peer_ratio: None,
+            energy: None,
         };
         let mut rows = vec![row(Mode::Hot), row(Mode::Cold)];
         apply_rooflines(&mut rows, std::slice::from_ref(&roof));
@@ -1289,6 +1382,46 @@ mod tests {
         apply_rooflines(&mut rows, std::slice::from_ref(&roof));
         assert!((rows[1].roofline_pct.unwrap() - 40.0).abs() < 1e-6);
         assert_eq!(rows[0].roofline_gb_per_s, Some(75.0));
+    }
+
+    #[test]
+    fn energy_windows_attach_to_their_rows() {
+        let time = |us: f64| Summary::from_seconds(&[us * 1e-6; 5]).unwrap();
+        let e = EnergyMeters::new(Vec::new());
+        let m = Measurement {
+            seconds: 0.5,
+            per_meter: Vec::new(),
+            joules: 10.0,
+            source: wattle::energy::Source::Modelled,
+            summed: Vec::new(),
+            dropped: Vec::new(),
+        };
+        e.record("cpu (x)".into(), time(100.0), 5, &m);
+        let dev = wattle::Runtime::with_backends("cpu").unwrap().cpu();
+        let figure = |op: &str| Figure {
+            op: op.into(),
+            phase: "decode".into(),
+            dtype: "f16".into(),
+            mnk: (1, 2, 3),
+            case: "c".into(),
+            bytes: 1000,
+            ops: 4e6,
+        };
+        let mut rows = vec![
+            Row::figure(&dev, figure("a"), time(100.0)),
+            Row::figure(&dev, figure("b"), time(200.0)),
+        ];
+        for r in &mut rows {
+            r.device = "cpu (x)".into();
+        }
+        e.apply(&mut rows);
+        let got = rows[0].energy.clone().unwrap();
+        // 10 J over 5 calls; 4e6 ops per call → 2e6 ops per joule = 0.002 GOP/J.
+        assert_eq!(got.joules_per_call, 2.0);
+        assert_eq!(got.watts, 20.0);
+        assert_eq!(got.source, "modelled");
+        assert!((got.gops_per_joule.unwrap() - 0.002).abs() < 1e-12);
+        assert!(rows[1].energy.is_none(), "other timings get no energy");
     }
 
     #[test]

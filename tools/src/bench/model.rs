@@ -166,6 +166,7 @@ pub fn run(
             peer: None,
             peer_us: None,
             peer_ratio: None,
+            energy: None,
         });
     }
 }
