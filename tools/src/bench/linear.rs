@@ -20,7 +20,7 @@
 //! * softmax attention: `4·d` per (query, visible key) (`QKᵀ` and `PV`), as the attention suite.
 
 use super::attention::AttnCase;
-use super::{device_label, time_calls, BenchConfig, Mode, Progress, Rng, Row};
+use super::{cold_copies, device_label, time_calls, BenchConfig, Mode, Progress, Rng, Row};
 use crate::peer::{self, PeerSpec};
 use crate::stats::Summary;
 use crate::sysinfo::kind_name;
@@ -300,7 +300,9 @@ fn inputs(c: &LinCase, rng: &mut Rng) -> wattle::Result<Inputs> {
 }
 
 /// Runs the linear and softmax cases on `dev` (CPU only: the GPU path is not built yet), one row
-/// each, then notes the chunked/recurrent ratios, the crossovers and the peer's figure.
+/// each, then notes the chunked/recurrent ratios, the crossovers and the peer's figure. Prefill
+/// is hot; decode is cold (copies of the state or K/V cache totalling more than twice the
+/// last-level cache, rotated), as in a model of many layers.
 pub fn run(
     rt: &Runtime,
     dev: &Device,
@@ -327,16 +329,29 @@ pub fn run(
             case.phase(),
             case.label()
         ));
-        let result = inputs(&case, &mut rng).and_then(|x| {
-            let form = if case.chunked {
-                LinearForm::Chunked
-            } else {
-                LinearForm::Recurrent
-            };
-            time_calls(dev, cfg, || {
-                rt.linear_attention_with(&x.q, &x.k, &x.v, &x.kind, Some(&x.state), form)
-            })
-        });
+        // Decode rotates over copies of the layer (state and inputs) totalling more than twice
+        // the last-level cache, as a model of many layers reads each layer's state from memory.
+        let copies = if case.t == 1 {
+            cold_copies(case.bytes(), cfg.llc_bytes)
+        } else {
+            1
+        };
+        let result = (0..copies)
+            .map(|_| inputs(&case, &mut rng))
+            .collect::<wattle::Result<Vec<_>>>()
+            .and_then(|xs| {
+                let form = if case.chunked {
+                    LinearForm::Chunked
+                } else {
+                    LinearForm::Recurrent
+                };
+                let mut next = 0;
+                time_calls(dev, cfg, || {
+                    let x = &xs[next % xs.len()];
+                    next += 1;
+                    rt.linear_attention_with(&x.q, &x.k, &x.v, &x.kind, Some(&x.state), form)
+                })
+            });
         progress.inc();
         let times = match result {
             Ok(t) => t,
@@ -361,8 +376,8 @@ pub fn run(
             m: case.t,
             n: case.h,
             k: case.dk,
-            mode: Mode::Hot,
-            copies: 1,
+            mode: if copies > 1 { Mode::Cold } else { Mode::Hot },
+            copies,
             shape_note: None,
             case: Some(format!(
                 "{}, {} tok/s",
@@ -390,7 +405,12 @@ pub fn run(
             case.phase(),
             case.label()
         ));
-        let result = time_softmax(rt, dev, cfg, &case, &mut rng);
+        let copies = if case.t_q == 1 {
+            cold_copies(case.bytes(), cfg.llc_bytes)
+        } else {
+            1
+        };
+        let result = time_softmax(rt, dev, cfg, &case, copies, &mut rng);
         progress.inc();
         let times = match result {
             Ok(t) => t,
@@ -415,8 +435,8 @@ pub fn run(
             m: case.t_q,
             n: case.t_k,
             k: case.d,
-            mode: Mode::Hot,
-            copies: 1,
+            mode: if copies > 1 { Mode::Cold } else { Mode::Hot },
+            copies,
             shape_note: None,
             case: Some(format!(
                 "{}, {} tok/s",
@@ -448,12 +468,14 @@ pub fn run(
     }
 }
 
-/// Times `rt.attention` on a softmax case: causal, the queries at the end of the keys.
+/// Times `rt.attention` on a softmax case: causal, the queries at the end of the keys,
+/// rotating over `copies` K/V caches.
 fn time_softmax(
     rt: &Runtime,
     dev: &Device,
     cfg: &BenchConfig,
     case: &AttnCase,
+    copies: usize,
     rng: &mut Rng,
 ) -> wattle::Result<Vec<f64>> {
     let q = Tensor::from_f32(
@@ -467,12 +489,19 @@ fn time_softmax(
             .quantize(case.dtype)?
             .to(dev)
     };
-    let (k, v) = (kv(rng)?, kv(rng)?);
+    let caches = (0..copies)
+        .map(|_| Ok((kv(rng)?, kv(rng)?)))
+        .collect::<wattle::Result<Vec<_>>>()?;
     let params = AttentionParams {
         q_pos0: case.t_k - case.t_q,
         ..AttentionParams::causal()
     };
-    time_calls(dev, cfg, || rt.attention(&q, &k, &v, &params))
+    let mut next = 0;
+    time_calls(dev, cfg, || {
+        let (k, v) = &caches[next % caches.len()];
+        next += 1;
+        rt.attention(&q, k, v, &params)
+    })
 }
 
 /// `12.3k`, `456`.
@@ -579,8 +608,9 @@ fn summary_notes(label: &str, lin: &[Row], soft: &[Row]) -> Vec<String> {
     }
     if !dec.is_empty() && !sd.is_empty() {
         notes.push(format!(
-            "{label} decode crossover — one linear-attention token (best form; the state is \
-             {H}×{D}×{D} f32 = {} MiB) becomes faster than a softmax decode step from: {}",
+            "{label} decode crossover (cold: state and caches rotated past the LLC) — one \
+             linear-attention token (best form; the state is {H}×{D}×{D} f32 = {} MiB, read and \
+             written) becomes faster than a softmax decode step from: {}",
             (H * D * D * 4) >> 20,
             dec.join("; ")
         ));
