@@ -29,7 +29,8 @@ struct Params {
     // rms_norm: epsilon (as bits); top_k: k; rope: heads per token; get_rows: first table row
     // of the bound chunk.
     a: u32,
-    // rope: rotated values per head (n_dims); get_rows: table rows in the bound chunk.
+    // rope: rotated values per head (n_dims); get_rows: table rows in the bound chunk; top_k:
+    // values per workgroup (a chunk of the row), or candidates per row (TOPK_CAND).
     b: u32,
     // rope: 1 for the NeoX layout, 0 for the normal one; get_rows: first id of the bound output
     // chunk.
@@ -47,8 +48,13 @@ struct Params {
 // ids: one table row per output row.
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
 #else
+#ifdef TOPK_CAND
+// Candidates of the first top_k stage: per row, p.b (index, value bits) pairs.
+@group(0) @binding(0) var<storage, read> cand: array<u32>;
+#else
 // x: the input, F32.
 @group(0) @binding(0) var<storage, read> x: array<f32>;
+#endif
 #ifdef OP_BINARY
 // The second operand: rms_norm's weight, silu_mul's up, add's b, rope's cos/sin table.
 @group(0) @binding(1) var<storage, read> b: array<f32>;
@@ -323,6 +329,25 @@ fn argmax(
 #endif
 
 #ifdef OP_TOP_K
+// The (index, key) of element j of this workgroup's range; index NONE for none.
+fn topk_at(base: u32, j: u32) -> vec2<u32> {
+#ifdef TOPK_CAND
+    let i = cand[(base + j) * 2u];
+    let bits = cand[(base + j) * 2u + 1u];
+    let v = bitcast<f32>(bits);
+    return vec2<u32>(select(NONE, i, !is_nan(v)), key_of(v));
+#else
+    let v = x[base + j];
+    return vec2<u32>(select(NONE, base % p.k + j, !is_nan(v)), key_of(v));
+#endif
+}
+
+// Top-k by k rounds of selection: round r takes the best candidate ranked after the one round
+// r − 1 took (a smaller value, or an equal value at a higher index). NaN is never taken; a round
+// that finds nothing writes index NONE (the host completes such rows).
+// Without TOPK_CAND, workgroup g serves chunk g % chunks (p.b values) of row g / chunks and
+// writes its k best to slot g (one chunk per row: the answer; several: the first stage). With
+// TOPK_CAND, workgroup g reduces the p.b candidates of row g to the answer.
 @compute @workgroup_size(WG)
 fn top_k(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -339,38 +364,70 @@ fn top_k(
 #else
     let l = Lane(lid, 0u, 1u, 0u);
 #endif
-    let row = group_index(wid, nwg);
+    let g = group_index(wid, nwg);
+#ifdef TOPK_CAND
+    let row = g;
+    let base = row * p.b;
+    let len = p.b;
+#else
+    let chunks = (p.k + p.b - 1u) / p.b;
+    let row = g / chunks;
+    let lo = (g % chunks) * p.b;
+    let base = row * p.k + lo;
+    let len = min(p.b, p.k - min(lo, p.k));
+#endif
     if (row >= p.rows) {
         return;
     }
-    let base = row * p.k;
-    // k rounds of selection: round r takes the best candidate ranked after the one round r − 1
-    // took (a smaller value, or an equal value at a higher index). NaN is never taken; a round
-    // that finds nothing writes index 0xffffffff (the host completes such rows).
+    // Each invocation keeps its best candidate ranked after the last one taken; only the
+    // invocation whose candidate a round takes scans its values again (n + k · n / WG reads).
     var lk = 0u;
     var li = NONE;
-    for (var r = 0u; r < p.a; r++) {
-        var bk = 0u;
-        var bi = NONE;
-        for (var i = lid; i < p.k; i += WG) {
-            let v = x[base + i];
-            let k = key_of(v);
-            let after = li == NONE || k < lk || (k == lk && i > li);
-            if (!is_nan(v) && after && (bi == NONE || k > bk)) {
-                bk = k;
-                bi = i;
-            }
+    var bk = 0u;
+    var bi = NONE;
+    for (var j = lid; j < len; j += WG) {
+        let c = topk_at(base, j);
+        if (c.x != NONE && (bi == NONE || c.y > bk)) {
+            bk = c.y;
+            bi = c.x;
         }
+    }
+    for (var r = 0u; r < p.a; r++) {
         let best = wg_best(bk, bi, l);
         lk = best.x;
         li = best.y;
         if (lid == 0u) {
-            y[(row * p.a + r) * 2u] = li;
-            y[(row * p.a + r) * 2u + 1u] = bitcast<u32>(x[base + select(li, 0u, li == NONE)]);
+            y[(g * p.a + r) * 2u] = li;
+#ifdef TOPK_CAND
+            // The value back from its key (−0 comes back as +0).
+            y[(g * p.a + r) * 2u + 1u] = select(bitcast<u32>(val_of(lk)), 0u, li == NONE);
+#else
+            y[(g * p.a + r) * 2u + 1u] = bitcast<u32>(x[row * p.k + select(li, 0u, li == NONE)]);
+#endif
         }
         if (li == NONE) {
             // Uniform (a workgroupUniformLoad result): nothing left to take.
             break;
+        }
+        if (bi == li) {
+            bk = 0u;
+            bi = NONE;
+            for (var j = lid; j < len; j += WG) {
+                let c = topk_at(base, j);
+                let after = c.y < lk || (c.y == lk && c.x > li);
+                if (c.x != NONE && after && (bi == NONE || c.y > bk)) {
+                    bk = c.y;
+                    bi = c.x;
+                }
+            }
+        }
+    }
+    // Rounds not run (nothing left) stay NONE for the next stage.
+    if (lid == 0u) {
+        for (var r = 0u; r < p.a; r++) {
+            if (r > 0u && y[(g * p.a + r - 1u) * 2u] == NONE) {
+                y[(g * p.a + r) * 2u] = NONE;
+            }
         }
     }
 }

@@ -730,3 +730,25 @@ fn engine_ops_on_split_gpu_bindings() {
         );
     }
 }
+
+/// The two-stage GPU top-k (chunk candidates, then a selection among them) that real GPUs run on
+/// long rows, forced on every adapter (CPU-emulated ones default to one stage), against the CPU.
+#[test]
+fn top_k_two_stage_on_every_gpu() {
+    std::env::set_var("WATTLE_GPU_TOPK_TWO_STAGE", "1");
+    let rt = Runtime::new().expect("runtime");
+    let devs = devices_under_test(&rt);
+    let mut rng = Rng::new(5);
+    for (m, n) in [(1usize, 49152usize), (3, 5000)] {
+        // Coarse values: many ties across chunks.
+        let v: Vec<f32> = rng.vec(m * n).iter().map(|x| (x * 300.0).round()).collect();
+        let x = wattle::Tensor::from_f32(&v, &[m, n]).unwrap();
+        for k in [1, 40, 256] {
+            let want = rt.top_k(&x, k).unwrap();
+            for dev in devs.iter().filter(|d| !d.is_cpu()) {
+                let got = rt.top_k(&x.to(dev).unwrap(), k).unwrap();
+                assert_eq!(got, want, "{dev}: top_k {k} of [{m}, {n}]");
+            }
+        }
+    }
+}

@@ -23,8 +23,11 @@ pub(crate) enum GpuOp {
     Softmax,
     /// Row-wise argmax (u32 output).
     Argmax,
-    /// Row-wise top-k by repeated selection ((index, value) output).
+    /// Row-wise top-k by repeated selection ((index, value) output), over the whole row or
+    /// chunks of it (first stage).
     TopK,
+    /// Second top-k stage: selection over the first stage's candidates.
+    TopKCand,
     /// Rotary embedding with a host-computed cos/sin table.
     Rope,
     /// `silu(gate) * up`.
@@ -70,6 +73,7 @@ impl GpuOp {
             GpuOp::Softmax,
             GpuOp::Argmax,
             GpuOp::TopK,
+            GpuOp::TopKCand,
             GpuOp::Rope,
             GpuOp::SiluMul,
             GpuOp::Add,
@@ -83,7 +87,7 @@ impl GpuOp {
             GpuOp::RmsNorm => "rms_norm",
             GpuOp::Softmax => "softmax",
             GpuOp::Argmax => "argmax",
-            GpuOp::TopK => "top_k",
+            GpuOp::TopK | GpuOp::TopKCand => "top_k",
             GpuOp::Rope => "rope",
             GpuOp::SiluMul => "silu_mul",
             GpuOp::Add => "add",
@@ -95,7 +99,7 @@ impl GpuOp {
     pub(crate) fn reduces(self) -> bool {
         matches!(
             self,
-            GpuOp::RmsNorm | GpuOp::Softmax | GpuOp::Argmax | GpuOp::TopK
+            GpuOp::RmsNorm | GpuOp::Softmax | GpuOp::Argmax | GpuOp::TopK | GpuOp::TopKCand
         )
     }
 
@@ -104,7 +108,7 @@ impl GpuOp {
             GpuOp::RmsNorm => "OP_RMS_NORM",
             GpuOp::Softmax => "OP_SOFTMAX",
             GpuOp::Argmax => "OP_ARGMAX",
-            GpuOp::TopK => "OP_TOP_K",
+            GpuOp::TopK | GpuOp::TopKCand => "OP_TOP_K",
             GpuOp::Rope => "OP_ROPE",
             GpuOp::SiluMul => "OP_SILU_MUL",
             GpuOp::Add => "OP_ADD",
@@ -116,8 +120,11 @@ impl GpuOp {
         ) {
             d.push("OP_BINARY");
         }
-        if matches!(self, GpuOp::Argmax | GpuOp::TopK) {
+        if matches!(self, GpuOp::Argmax | GpuOp::TopK | GpuOp::TopKCand) {
             d.push("OUT_U32");
+        }
+        if self == GpuOp::TopKCand {
+            d.push("TOPK_CAND");
         }
         if self.reduces() {
             d.push("ROW_REDUCE");
@@ -147,6 +154,9 @@ impl GpuOp {
     /// Readable variant name, e.g. `ops_softmax_sg` or `ops_get_rows_q4_K`.
     pub(crate) fn name(self, sg: bool) -> String {
         let mut n = format!("ops_{}", self.entry());
+        if self == GpuOp::TopKCand {
+            n.push_str("_cand");
+        }
         if let GpuOp::GetRows(t) = self {
             n.push_str(&format!("_{t}"));
         }
@@ -490,16 +500,49 @@ impl GpuBackend {
             return host(x);
         }
         let wg = self.row_wg();
-        let p = Params {
+        // Long rows on real GPUs: a first stage selects k candidates per chunk of the row in
+        // parallel, the second selects among them. Short rows, and CPU-emulated devices (where a
+        // workgroup reduction costs microseconds and parallelism is a few threads): one stage.
+        let chunk = 16 * wg as usize;
+        let chunks = if n > 2 * chunk && (!self.software || env_two_stage()) {
+            n.div_ceil(chunk)
+        } else {
+            1
+        };
+        let first = Params {
             k: u32_of("top_k row", n)?,
             rows: u32_of("top_k rows", rows)?,
             a: k as u32,
+            b: u32_of("top_k chunk", if chunks > 1 { chunk } else { n })?,
             ..Params::default()
         };
         let y = self.ctx.scoped("top_k", || {
+            let xb = single(x, "top_k x")?;
             let y = self.output("top_k output", rows, k * 8)?;
-            let b = [(0, single(x, "top_k x")?), (2, &y.chunks[0].buf)];
-            self.dispatch(GpuOp::TopK, wg, &b, p, rows)?;
+            if chunks == 1 {
+                self.dispatch(
+                    GpuOp::TopK,
+                    wg,
+                    &[(0, xb), (2, &y.chunks[0].buf)],
+                    first,
+                    rows,
+                )?;
+                return Ok(y);
+            }
+            let cand = self.output("top_k candidates", rows * chunks, k * 8)?;
+            let cb = &cand.chunks[0].buf;
+            self.dispatch(GpuOp::TopK, wg, &[(0, xb), (2, cb)], first, rows * chunks)?;
+            let second = Params {
+                b: u32_of("top_k candidates", chunks * k)?,
+                ..first
+            };
+            self.dispatch(
+                GpuOp::TopKCand,
+                wg,
+                &[(0, cb), (2, &y.chunks[0].buf)],
+                second,
+                rows,
+            )?;
             Ok(y)
         })?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&y.read_bytes()?);
@@ -517,6 +560,11 @@ impl GpuBackend {
         }
         Ok(out)
     }
+}
+
+/// `WATTLE_GPU_TOPK_TWO_STAGE=1` forces the two-stage top-k on every device (tests).
+fn env_two_stage() -> bool {
+    std::env::var("WATTLE_GPU_TOPK_TWO_STAGE").is_ok_and(|v| v == "1")
 }
 
 fn prev_pow2(v: u32) -> u32 {
