@@ -4,6 +4,12 @@
 //! Each runs on the device holding its tensors (operands on different devices give
 //! [`Error::DeviceMismatch`]) and returns a new tensor there. Bad shapes, dtypes and arguments give
 //! typed errors, never a panic.
+//!
+//! On the CPU every op has a scalar reference and SIMD paths (AVX-512, AVX2, NEON) that use the
+//! thread pool only when the work is large (a decode row never wakes it). On GPUs the kernels are
+//! in `shaders/ops.wgsl`, with subgroup or workgroup-memory reductions; an operand other than an
+//! embedding table must fit one storage binding ([`Error::TooLarge`] otherwise). `argmax` and
+//! `top_k` return host vectors (the GPU result is downloaded).
 
 use crate::backend::gpu::ops::GpuOp;
 use crate::device::Backend;
@@ -316,7 +322,9 @@ impl Runtime {
 
     /// The `k` largest `(index, value)` pairs of each row of `x [m, n]` F32, in descending order
     /// of value (the lower index first on ties, NaN after every number). `k` must be in
-    /// `1..=n` ([`Error::InvalidArgument`] otherwise).
+    /// `1..=n` ([`Error::InvalidArgument`] otherwise). On a GPU, `k` up to 256 is selected there;
+    /// larger `k` (and rows with fewer than `k` numbers) are ranked on the host from the
+    /// downloaded logits.
     pub fn top_k(&self, x: &Tensor, k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
         let (_, n) = check_logits("top_k", x)?;
         if k == 0 || k > n {

@@ -106,6 +106,8 @@ struct TableKey {
 static TABLES: Mutex<Vec<(TableKey, Arc<Vec<f32>>)>> = Mutex::new(Vec::new());
 /// Tables kept.
 const TABLES_KEPT: usize = 4;
+/// Largest table kept (values): long prompts' tables are rebuilt rather than held.
+const TABLE_MAX_CACHED: usize = 1 << 20;
 
 /// Per token `[cos θ_0 … cos θ_{n/2−1}, sin θ_0 … sin θ_{n/2−1}]` (f64 trigonometry rounded to
 /// f32; `t × n_dims` values), from a small cache of recent tables or built across `pool`. The
@@ -139,6 +141,9 @@ pub fn rope_table(pool: &ThreadPool, a: &RopeArgs, pos: &[u32]) -> Arc<Vec<f32>>
         }
     });
     let t = Arc::new(t);
+    if t.len() > TABLE_MAX_CACHED {
+        return t;
+    }
     let mut cache = TABLES.lock().unwrap_or_else(|e| e.into_inner());
     if cache.len() >= TABLES_KEPT {
         cache.remove(0);
