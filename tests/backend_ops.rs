@@ -752,3 +752,56 @@ fn top_k_two_stage_on_every_gpu() {
         }
     }
 }
+
+/// Empty operands give empty results and mixed devices a typed error, on every device.
+#[test]
+fn engine_ops_empty_operands_and_device_mismatch() {
+    let rt = Runtime::new().expect("runtime");
+    for dev in devices_under_test(&rt) {
+        let on = |v: &[f32], shape: &[usize]| {
+            wattle::Tensor::from_f32(v, shape)
+                .unwrap()
+                .to(&dev)
+                .unwrap()
+        };
+        let empty = on(&[], &[0, 5]);
+        let w5 = on(&[1.0; 5], &[5]);
+        assert_eq!(
+            rt.rms_norm(&empty, &w5, 1e-5).unwrap().shape(),
+            &[0, 5],
+            "{dev}"
+        );
+        assert_eq!(rt.add(&empty, &empty).unwrap().shape(), &[0, 5], "{dev}");
+        assert_eq!(
+            rt.softmax(&empty).unwrap().to_f32_vec().unwrap(),
+            Vec::<f32>::new()
+        );
+        assert_eq!(rt.argmax(&empty).unwrap(), Vec::<u32>::new(), "{dev}");
+        assert!(rt.top_k(&empty, 2).unwrap().is_empty(), "{dev}");
+        let q = on(&[], &[0, 2, 4]);
+        assert_eq!(
+            rt.rope(&q, &wattle::RopeParams::default()).unwrap().shape(),
+            &[0, 2, 4]
+        );
+        let table = on(&[1.0; 64], &[2, 32]).quantize(DType::Q8_0).unwrap();
+        let rows = rt.get_rows(&table, &[]).unwrap();
+        assert_eq!(rows.shape(), &[0, 32], "{dev}");
+        assert!(rows.to_f32_vec().unwrap().is_empty());
+        assert!(matches!(
+            rt.get_rows(&table, &[2]),
+            Err(wattle::Error::InvalidArgument(_))
+        ));
+        if !dev.is_cpu() {
+            let host = wattle::Tensor::from_f32(&[1.0; 5], &[1, 5]).unwrap();
+            let x = on(&[1.0; 5], &[1, 5]);
+            assert!(matches!(
+                rt.add(&x, &host),
+                Err(wattle::Error::DeviceMismatch(..))
+            ));
+            assert!(matches!(
+                rt.rms_norm(&host, &w5, 1e-5),
+                Err(wattle::Error::DeviceMismatch(..))
+            ));
+        }
+    }
+}
