@@ -78,7 +78,7 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
         "GB/s",
         "GFLOP/s",
         "GFLOP/J",
-        "time vs first",
+        "speed vs first",
         "energy vs first",
         "source",
     ];
@@ -120,9 +120,10 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
                 f64::NAN
             };
             let (tr, er) = match reference {
+                // Speed > 1: faster than the reference; energy < 1: fewer joules.
                 Some(rf) => (
-                    format!("{:.2}× faster", rf.seconds / x.seconds),
-                    format!("{:.2}× less", rf.joules / x.joules),
+                    format!("{:.2}×", rf.seconds / x.seconds),
+                    format!("{:.2}×", x.joules / rf.joules),
                 ),
                 None => ("-".into(), "-".into()),
             };
@@ -157,6 +158,11 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
             }
         }
     }
+    let _ = writeln!(
+        out,
+        "\nspeed vs first: the first profile's fastest device for the shape over this time (> 1: \
+         faster); energy vs first: these joules over that device's (< 1: less energy)."
+    );
     print!("{out}");
     if let Some(svg) = &a.svg {
         roofline(&profiles, svg)?;
