@@ -198,6 +198,11 @@ pub fn top_k_ref(x: &[f32], n: usize, k: usize) -> Vec<Vec<(u32, f32)>> {
         .collect()
 }
 
+/// Values per block whose vector maximum lets top-k skip the block.
+const TOPK_BLOCK: usize = 128;
+
+per_isa!(fn block_max(r: &[f32]) -> f32 => row_max);
+
 /// One candidate in the top-k heap, ordered so that the heap's top is the worst kept.
 #[derive(Clone, Copy, PartialEq)]
 struct Cand(u32, f32);
@@ -219,7 +224,7 @@ impl Ord for Cand {
 /// [`top_k_ref`] in one pass with a heap of the `k` best so far (a value that does not beat the
 /// worst kept costs one comparison); partial selection when `k` is a large part of the row.
 pub fn top_k(isa: Isa, pool: &ThreadPool, x: &[f32], n: usize, k: usize) -> Vec<Vec<(u32, f32)>> {
-    let _ = (isa, pool);
+    let _ = pool;
     assert!(n > 0 && x.len().is_multiple_of(n) && k <= n);
     x.chunks_exact(n)
         .map(|r| {
@@ -242,7 +247,19 @@ pub fn top_k(isa: Isa, pool: &ThreadPool, x: &[f32], n: usize, k: usize) -> Vec<
                 .map(|(i, &v)| Cand(i as u32, v))
                 .collect();
             let mut worst = heap.peek().map_or(f32::NAN, |c| c.1);
-            for (i, &v) in r.iter().enumerate().skip(k) {
+            let mut i = k;
+            while i < n {
+                // Whole blocks whose largest number does not beat the worst kept are skipped
+                // (their NaN rank below it too).
+                if i % TOPK_BLOCK == 0
+                    && i + TOPK_BLOCK <= n
+                    && !worst.is_nan()
+                    && block_max(isa, &r[i..i + TOPK_BLOCK]) <= worst
+                {
+                    i += TOPK_BLOCK;
+                    continue;
+                }
+                let v = r[i];
                 // Later indices lose ties, so only a strictly larger value (or a number against
                 // a NaN) gets in.
                 if v > worst || (worst.is_nan() && !v.is_nan()) {
@@ -250,6 +267,7 @@ pub fn top_k(isa: Isa, pool: &ThreadPool, x: &[f32], n: usize, k: usize) -> Vec<
                     heap.push(Cand(i as u32, v));
                     worst = heap.peek().map_or(f32::NAN, |c| c.1);
                 }
+                i += 1;
             }
             heap.into_sorted_vec()
                 .into_iter()
