@@ -251,7 +251,7 @@ pub fn top_k(isa: Isa, pool: &ThreadPool, x: &[f32], n: usize, k: usize) -> Vec<
             while i < n {
                 // Whole blocks whose largest number does not beat the worst kept are skipped
                 // (their NaN rank below it too).
-                if i % TOPK_BLOCK == 0
+                if i.is_multiple_of(TOPK_BLOCK)
                     && i + TOPK_BLOCK <= n
                     && !worst.is_nan()
                     && block_max(isa, &r[i..i + TOPK_BLOCK]) <= worst
