@@ -443,6 +443,14 @@ unsafe fn decay_mask<S: AttnSimd>(
     }
 }
 
+/// A chunk's q, k, v (row pointer and stride) and output (row pointer and stride).
+type Operands = (
+    (*const f32, usize),
+    (*const f32, usize),
+    (*const f32, usize),
+    (*mut f32, usize),
+);
+
 /// Per-head scratch of the chunked form.
 struct Bufs {
     /// Padded state `[dkp, dvp]` (vanilla: z in column `d_v`).
@@ -574,11 +582,13 @@ unsafe fn chunk<S: AttnSimd, const MR: usize, const NV: usize>(
     // The next chunk's rows come from strided addresses: fetch them a quarter at a time while
     // this chunk computes.
     let next = t0 + CHUNK;
-    let gla = matches!(c.kind, Kind::Gated { .. });
     let direct = n == CHUNK
         && dk == dkp
         && dv == dvp
-        && matches!(c.kind, Kind::Retention { .. } | Kind::GatedDelta { .. });
+        && matches!(
+            c.kind,
+            Kind::Retention { .. } | Kind::Gated { .. } | Kind::GatedDelta { .. }
+        );
     let first = t0 * s.h + head;
     // Operands as (pointer, row stride).
     let (qo, ko, vo, oo) = if direct {
@@ -624,11 +634,11 @@ unsafe fn chunk<S: AttnSimd, const MR: usize, const NV: usize>(
     };
     prefetch_part::<S>(c, head, next, 0, out);
     if let Kind::Gated { log_decay } = c.kind {
-        chunk_gla::<S, MR, NV>(log_decay, head, t0, n, (dkp, dvp), s, m);
+        chunk_gla::<S, MR, NV>(log_decay, head, t0, n, (dkp, dvp), s, m, (qo, ko, vo, oo));
         for part in 1..4 {
             prefetch_part::<S>(c, head, next, part, out);
         }
-        return gla;
+        return !direct;
     }
     // Cumulative log decay inside the chunk, padded with its last value.
     let mut b = [0f32; CHUNK];
@@ -761,6 +771,7 @@ unsafe fn chunk<S: AttnSimd, const MR: usize, const NV: usize>(
 /// decays (all ≤ 1). The state update reuses the carried keys with the chunk's last token as
 /// the reference.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
     log_decay: &[f32],
     head: usize,
@@ -769,6 +780,7 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
     (dkp, dvp): (usize, usize),
     s: LinShape,
     m: &mut Bufs,
+    (qo, ko, vo, oo): Operands,
 ) {
     let l = S::LANES;
     let dk = s.dk;
@@ -798,13 +810,7 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
             exp_slice::<S>(sp, dt.add(t * dkp), dk);
         }
     }
-    let (qb, kb, a, sp, ob) = (
-        m.qb.as_mut_ptr(),
-        m.kb.as_ptr(),
-        m.a.as_mut_ptr(),
-        m.sp.as_mut_ptr(),
-        m.ob.as_mut_ptr(),
-    );
+    let (a, sp) = (m.a.as_mut_ptr(), m.sp.as_mut_ptr());
     let (xg, kt) = (m.x2.as_mut_ptr(), m.kt.as_mut_ptr());
     std::ptr::write_bytes(a, 0, CHUNK * CHUNK);
     let mut f = vec![0f32; dkp];
@@ -819,7 +825,7 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
                 carry_keys::<S>(kt, i0 - SUB, (gb.add((i0 - SUB - 1) * dkp), e), dkp, &mut f);
             }
             for j in i0 - SUB..i0 {
-                scaled_row::<S>((xg, kb), (gb, dkp), j, e, false);
+                scaled_row::<S>((xg, dkp), ko, (gb, dkp), j, e, false);
             }
             transpose::<S>(
                 (xg.add((i0 - SUB) * dkp), dkp),
@@ -827,7 +833,7 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
                 (kt.add(i0 - SUB), CHUNK),
             );
             for t in i0..i1 {
-                scaled_row::<S>((xg, qb), (gb, dkp), t, e, true);
+                scaled_row::<S>((xg, dkp), qo, (gb, dkp), t, e, true);
             }
             gemm::<S, MR, NV>(
                 (i1 - i0, i0, dkp),
@@ -841,29 +847,15 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
         // Diagonal block: running products of the per-token decays, one accumulator per
         // query row of the block in registers.
         for j in i0..i1 {
-            diag_column::<S>((qb, kb, dt), dkp, j, i1, a.add(i0 * CHUNK), i0);
+            diag_column::<S>((qo, ko, dt), dkp, j, i1, a.add(i0 * CHUNK), i0);
         }
     }
     // O = (Q ⊙ exp(b)) S + A V.
     for t in 0..n {
-        scaled_row::<S>((qb, qb), (gb, dkp), t, zero.as_ptr(), true);
+        scaled_row::<S>((xg, dkp), qo, (gb, dkp), t, zero.as_ptr(), true);
     }
-    gemm::<S, MR, NV>(
-        (n, dvp, dkp),
-        (qb, dkp),
-        (sp, dvp),
-        (ob, dvp),
-        0.0,
-        Tri::Full,
-    );
-    gemm::<S, MR, NV>(
-        (n, dvp, n),
-        (a, CHUNK),
-        (m.vb.as_ptr(), dvp),
-        (ob, dvp),
-        1.0,
-        Tri::Depth,
-    );
+    gemm::<S, MR, NV>((n, dvp, dkp), (xg, dkp), (sp, dvp), oo, 0.0, Tri::Full);
+    gemm::<S, MR, NV>((n, dvp, n), (a, CHUNK), vo, oo, 1.0, Tri::Depth);
     // S ← diag(exp(b_c)) S + (K ⊙ exp(b_c − b))ᵀ V: the carried keys, referenced to the last
     // token, plus the last block's keys.
     let last = gb.add((n - 1) * dkp);
@@ -878,7 +870,7 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
     }
     for j in last_block..last_block + SUB {
         if j < n {
-            scaled_row::<S>((xg, kb), (gb, dkp), j, last, false);
+            scaled_row::<S>((xg, dkp), ko, (gb, dkp), j, last, false);
         } else {
             std::ptr::write_bytes(xg.add(j * dkp), 0, dkp);
         }
@@ -896,14 +888,7 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
             S::store(p, S::mul(ev, S::load(p)));
         }
     }
-    gemm::<S, MR, NV>(
-        (dkp, dvp, n),
-        (kt, CHUNK),
-        (m.vb.as_ptr(), dvp),
-        (sp, dvp),
-        1.0,
-        Tri::Full,
-    );
+    gemm::<S, MR, NV>((dkp, dvp, n), (kt, CHUNK), vo, (sp, dvp), 1.0, Tri::Full);
 }
 
 /// Column `j` of a GLA diagonal block (rows `j..i1`, block from `i0`, scores `a` from row
@@ -911,7 +896,7 @@ unsafe fn chunk_gla<S: AttnSimd, const MR: usize, const NV: usize>(
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
 unsafe fn diag_column<S: AttnSimd>(
-    (qb, kb, dt): (*const f32, *const f32, *const f32),
+    ((qb, ldq), (kb, ldk), dt): ((*const f32, usize), (*const f32, usize), *const f32),
     dkp: usize,
     j: usize,
     i1: usize,
@@ -921,13 +906,18 @@ unsafe fn diag_column<S: AttnSimd>(
     let l = S::LANES;
     let mut acc = [S::zero(); SUB];
     for ch in (0..dkp).step_by(l) {
-        let kv = S::load(kb.add(j * dkp + ch));
+        let kv = S::load(kb.add(j * ldk + ch));
         let mut w = kv;
-        for t in j..i1 {
+        // A constant trip count with constant indices keeps `acc` in registers.
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let t = i0 + r;
+            if t < j || t >= i1 {
+                continue;
+            }
             if t > j {
                 w = S::mul(w, S::load(dt.add(t * dkp + ch)));
             }
-            acc[t - i0] = S::fma(S::load(qb.add(t * dkp + ch)), w, acc[t - i0]);
+            *acc_r = S::fma(S::load(qb.add(t * ldq + ch)), w, *acc_r);
         }
     }
     for t in j..i1 {
@@ -963,7 +953,8 @@ unsafe fn carry_keys<S: AttnSimd>(
 /// argument is clamped to ≤ 0 (it is by construction).
 #[inline(always)]
 unsafe fn scaled_row<S: AttnSimd>(
-    (dst, src): (*mut f32, *const f32),
+    (dst, ldd): (*mut f32, usize),
+    (src, lds): (*const f32, usize),
     (gb, dkp): (*const f32, usize),
     t: usize,
     e: *const f32,
@@ -978,8 +969,8 @@ unsafe fn scaled_row<S: AttnSimd>(
         } else {
             sub::<S>(r, g)
         };
-        let x = S::mul(S::load(src.add(t * dkp + j)), S::exp(nonpos::<S>(arg)));
-        S::store(dst.add(t * dkp + j), x);
+        let x = S::mul(S::load(src.add(t * lds + j)), S::exp(nonpos::<S>(arg)));
+        S::store(dst.add(t * ldd + j), x);
     }
 }
 
