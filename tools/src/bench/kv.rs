@@ -73,6 +73,12 @@ pub fn run(
     notes: &mut Vec<String>,
 ) {
     let label = device_label(dev);
+    if let Err(e) = KvCache::new(rt, dev, KvCacheConfig::default()) {
+        // A device without caches: one note rather than a skipped figure per case.
+        notes.push(format!("{label}: kv suite not run: {e}"));
+        progress.bar.inc(figures(cfg.quick) as u64);
+        return;
+    }
     let (h_q, h_kv, d) = HEADS;
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let q = match Tensor::from_f32(&rng.fill(h_q * d), &[1, h_q, d]).and_then(|q| q.to(dev)) {
