@@ -19,7 +19,8 @@ struct Inner {
     shape: Vec<usize>,
     dtype: DType,
     device: Device,
-    storage: Storage,
+    /// Shared by [`Tensor::reshape`] views.
+    storage: Arc<Storage>,
     /// Copies of this tensor on other devices, keyed by device id: a weight is uploaded once.
     copies: Mutex<Vec<(u64, Tensor)>>,
     /// Quantized weights repacked for the CPU kernels at first use (the storage keeps the GGUF
@@ -44,10 +45,55 @@ impl Tensor {
             shape: shape.to_vec(),
             dtype,
             device,
-            storage,
+            storage: Arc::new(storage),
             copies: Mutex::new(Vec::new()),
             packed: OnceLock::new(),
         }))
+    }
+
+    /// The same elements with another shape of the same element count, sharing the storage (no
+    /// copy). Block formats keep whole blocks per row: the new last dimension must be a
+    /// multiple of the block. A GPU tensor split across several storage bindings cannot be
+    /// viewed with another row length ([`Error::TooLarge`]).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        let n = elem_count("reshape", shape)?;
+        if n != self.elem_count() {
+            return Err(Error::ShapeMismatch {
+                op: "reshape",
+                detail: format!(
+                    "{:?} has {} elements, {shape:?} has {n}",
+                    self.shape(),
+                    self.elem_count()
+                ),
+            });
+        }
+        let last = shape.last().copied().unwrap_or(1);
+        let block = self.dtype().block_size();
+        if !last.is_multiple_of(block) {
+            return Err(Error::BadBlockAlignment {
+                dtype: self.dtype(),
+                len: last,
+                block,
+            });
+        }
+        let old_last = self.shape().last().copied().unwrap_or(1);
+        if let Storage::Gpu(b) = &*self.0.storage {
+            if b.chunks.len() > 1 && last != old_last {
+                return Err(Error::TooLarge {
+                    what: "reshape of a GPU tensor split across storage bindings".into(),
+                    needed: b.len() as u64,
+                    limit: b.chunks.first().map_or(0, |c| c.len as u64),
+                });
+            }
+        }
+        Ok(Tensor(Arc::new(Inner {
+            shape: shape.to_vec(),
+            dtype: self.dtype(),
+            device: self.device(),
+            storage: self.0.storage.clone(),
+            copies: Mutex::new(Vec::new()),
+            packed: OnceLock::new(),
+        })))
     }
 
     /// A host tensor from f32 values (row-major).
@@ -151,7 +197,7 @@ impl Tensor {
     }
 
     pub(crate) fn host_buffer(&self) -> Option<&HostBuffer> {
-        match &self.0.storage {
+        match &*self.0.storage {
             Storage::Host(b) => Some(b),
             Storage::Gpu(_) => None,
         }
@@ -159,7 +205,7 @@ impl Tensor {
 
     /// Raw storage bytes, identical to GGUF tensor data (downloads from a GPU).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        match &self.0.storage {
+        match &*self.0.storage {
             Storage::Host(b) => Ok(b.bytes().to_vec()),
             Storage::Gpu(g) => g.read_bytes(),
         }
@@ -168,7 +214,7 @@ impl Tensor {
     /// The values as f32 (converts, dequantizes, downloads).
     pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
         let bytes;
-        let buf = match &self.0.storage {
+        let buf = match &*self.0.storage {
             Storage::Host(b) => b,
             Storage::Gpu(g) => {
                 bytes = HostBuffer::from_bytes(&g.read_bytes()?);
@@ -219,7 +265,7 @@ impl Tensor {
         if let Some(t) = cached(self) {
             return Ok(t);
         }
-        let out = match (&self.0.storage, device.gpu()) {
+        let out = match (&*self.0.storage, device.gpu()) {
             (Storage::Host(b), Some(gpu)) => Tensor::from_storage(
                 Storage::Gpu(gpu.upload_tensor(b.bytes(), self.dtype(), self.shape())?),
                 self.dtype(),

@@ -105,3 +105,34 @@ fn invalid_backend_list_and_cpu_isa() {
         }
     }
 }
+
+#[test]
+fn reshape_is_a_view_and_checks_its_shape() {
+    let rt = Runtime::new().unwrap();
+    let v: Vec<f32> = (0..96).map(|i| i as f32 * 0.5).collect();
+    let t = Tensor::from_f32(&v, &[2, 3, 16]).unwrap();
+    for dev in common::devices_under_test(&rt) {
+        let t = t.to(&dev).unwrap();
+        let r = t.reshape(&[6, 16]).unwrap();
+        assert_eq!(r.shape(), &[6, 16]);
+        assert_eq!(r.to_f32_vec().unwrap(), v, "{dev}");
+        assert_eq!(r.reshape(&[96]).unwrap().to_f32_vec().unwrap(), v, "{dev}");
+        assert!(matches!(
+            t.reshape(&[5, 16]),
+            Err(Error::ShapeMismatch { .. })
+        ));
+    }
+    // Block formats keep whole blocks per row.
+    let q = Tensor::from_f32(&v[..64], &[2, 32])
+        .unwrap()
+        .quantize(DType::Q8_0)
+        .unwrap();
+    assert_eq!(
+        q.reshape(&[1, 64]).unwrap().to_bytes().unwrap(),
+        q.to_bytes().unwrap()
+    );
+    assert!(matches!(
+        q.reshape(&[4, 16]),
+        Err(Error::BadBlockAlignment { .. })
+    ));
+}

@@ -192,11 +192,9 @@ impl fmt::Debug for Decoder<'_> {
     }
 }
 
-/// `t` as F32 with another shape of the same element count (a copy: wattle tensors have no
-/// views).
+/// `t` with another shape of the same element count: a view sharing the storage.
 fn reshape(t: &Tensor, shape: &[usize]) -> wattle::Result<Tensor> {
-    let host = Tensor::from_f32(&t.to_f32_vec()?, shape)?;
-    host.to(&t.device())
+    t.reshape(shape)
 }
 
 /// The columns of a `[m, n]` F32 tensor cut into consecutive groups of `widths` (copies).
