@@ -77,6 +77,8 @@ fn main() {
             2.0 * (c * (c - 1.0) / 2.0) * dk + 2.0 * c * dk * dv + c * c * c / 3.0 + 2.0 * tri * dv;
         t0 += CHUNK;
     }
+    // Recurrent: update 2·dk·dv + read 2·dk·dv per token, plus the decay dk·dv (not vanilla,
+    // which adds 3·dk for z), plus kᵀS 2·dk·dv for the delta rule.
     let rec_flops = t * 4.0 * dk * dv;
     let peak = wattle_kernels::probe::fma_peak(&wattle_kernels::probe::FmaOptions {
         threads: pool.threads(),
@@ -121,8 +123,9 @@ fn main() {
                     * match (form, name) {
                         ("chunked", "delta") => chunk_flops + delta_extra,
                         ("chunked", _) => chunk_flops,
-                        (_, "delta") => rec_flops + t * 2.0 * dk * dv,
-                        _ => rec_flops,
+                        (_, "vanilla") => rec_flops + t * 3.0 * dk,
+                        (_, "delta") => rec_flops + t * 3.0 * dk * dv,
+                        _ => rec_flops + t * dk * dv,
                     };
                 let gf = flops / best / 1e9;
                 println!(
