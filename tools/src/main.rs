@@ -88,7 +88,7 @@ enum Cmd {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// Suites to run, comma-separated: matmul, attention, kv.
+    /// Suites to run, comma-separated: matmul, attention, kv, linear, model (model needs --model).
     #[arg(
         long,
         value_delimiter = ',',
