@@ -20,7 +20,7 @@
 //! * softmax attention: `4·d` per (query, visible key) (`QKᵀ` and `PV`), as the attention suite.
 
 use super::attention::AttnCase;
-use super::{cold_copies, device_label, time_calls, BenchConfig, Mode, Progress, Rng, Row};
+use super::{cold_copies, device_label, time_calls, BenchConfig, Figure, Mode, Progress, Rng, Row};
 use crate::peer::{self, PeerSpec};
 use crate::stats::Summary;
 use crate::sysinfo::kind_name;
@@ -367,35 +367,24 @@ pub fn run(
         };
         let secs = time.median_us * 1e-6;
         let bytes = case.bytes();
-        rows.push(Row {
-            device: label.clone(),
-            device_kind: kind_name(dev),
-            op: case.op(),
-            phase: case.phase().into(),
-            dtype: "f32".into(),
-            m: case.t,
-            n: case.h,
-            k: case.dk,
-            mode: if copies > 1 { Mode::Cold } else { Mode::Hot },
-            copies,
-            shape_note: None,
-            case: Some(format!(
-                "{}, {} tok/s",
-                case.label(),
-                fmt_rate(case.t as f64 / secs)
-            )),
+        let mut row = Row::figure(
+            dev,
+            Figure {
+                op: case.op(),
+                phase: case.phase().into(),
+                dtype: "f32".into(),
+                mnk: (case.t, case.h, case.dk),
+                case: format!("{}, {} tok/s", case.label(), fmt_rate(case.t as f64 / secs)),
+                bytes,
+                ops: case.flops(),
+            },
             time,
-            bytes,
-            gb_per_s: bytes as f64 / secs / 1e9,
-            gops: case.flops() / secs / 1e9,
-            roofline_gb_per_s: None,
-            roofline_pct: None,
-            bound: None,
-            peer: None,
-            peer_us: None,
-            peer_ratio: None,
-            energy: None,
-        });
+        );
+        if copies > 1 {
+            row.mode = Mode::Cold;
+            row.copies = copies;
+        }
+        rows.push(row);
     }
     let lin_rows = rows.len();
     for case in softmax_cases(cfg.quick) {
@@ -426,35 +415,28 @@ pub fn run(
         };
         let secs = time.median_us * 1e-6;
         let bytes = case.bytes();
-        rows.push(Row {
-            device: label.clone(),
-            device_kind: kind_name(dev),
-            op: "attention (vs linear)".into(),
-            phase: case.phase().into(),
-            dtype: case.dtype.to_string(),
-            m: case.t_q,
-            n: case.t_k,
-            k: case.d,
-            mode: if copies > 1 { Mode::Cold } else { Mode::Hot },
-            copies,
-            shape_note: None,
-            case: Some(format!(
-                "{}, {} tok/s",
-                case.label(),
-                fmt_rate(case.t_q as f64 / secs)
-            )),
+        let mut row = Row::figure(
+            dev,
+            Figure {
+                op: "attention (vs linear)".into(),
+                phase: case.phase().into(),
+                dtype: case.dtype.to_string(),
+                mnk: (case.t_q, case.t_k, case.d),
+                case: format!(
+                    "{}, {} tok/s",
+                    case.label(),
+                    fmt_rate(case.t_q as f64 / secs)
+                ),
+                bytes,
+                ops: case.flops(),
+            },
             time,
-            bytes,
-            gb_per_s: bytes as f64 / secs / 1e9,
-            gops: case.flops() / secs / 1e9,
-            roofline_gb_per_s: None,
-            roofline_pct: None,
-            bound: None,
-            peer: None,
-            peer_us: None,
-            peer_ratio: None,
-            energy: None,
-        });
+        );
+        if copies > 1 {
+            row.mode = Mode::Cold;
+            row.copies = copies;
+        }
+        rows.push(row);
     }
     notes.extend(summary_notes(
         &label,
