@@ -43,7 +43,13 @@ struct Params {
     softcap: f32,
     // Queries per workgroup.
     qt: u32,
+    // A KV cache's window eviction rule (0: none): keys at positions ≥ csinks are visible only
+    // while the query is fewer than cwin positions past them.
+    cwin: u32,
+    csinks: u32,
+    pad0: u32,
     pad1: u32,
+    pad2: u32,
 }
 
 #ifdef Q_F16N
@@ -90,7 +96,15 @@ var<workgroup> corr: array<f32, MAXR>;
 fn visible(qp: i32, j: u32) -> bool {
     var kp = i32(j);
     if (p.has_pos != 0u) {
-        kp = i32(kpos[j]);
+        let raw = kpos[j];
+        // An empty slot of a KV cache.
+        if (raw == 0xffffffffu) {
+            return false;
+        }
+        kp = i32(raw);
+    }
+    if (p.cwin != 0u && kp >= i32(p.csinks) && qp - kp >= i32(p.cwin)) {
+        return false;
     }
     if (p.causal != 0u && kp > qp) {
         return false;

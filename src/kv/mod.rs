@@ -22,10 +22,14 @@
 //! # Ok(()) }
 //! ```
 //!
-//! On a GPU device [`KvCache::new`] returns [`Error::NotAvailable`] for now (the WGSL kernels
-//! are later work); CPU caches work everywhere.
+//! On a GPU device the cache lives in device buffers: `append` quantizes on the GPU
+//! (`shaders/kv.wgsl`) and `attend` runs the WGSL attention kernels over the slots in place.
+//! GPU caches hold F16, Q8_0 or Q4_0 with no eviction or Window eviction; KIVI and the
+//! score-based policies (HeavyHitter, SnapKv) are CPU-only so far and give
+//! [`Error::NotAvailable`] on a GPU.
 
 mod eviction;
+mod gpu;
 
 use crate::device::Backend;
 use crate::error::{Error, Result};
@@ -135,8 +139,23 @@ pub struct KvCache {
     cfg: KvCacheConfig,
     dv: usize,
     device: Device,
-    layers: Vec<Layer>,
+    store: Store,
 }
+
+/// Where the layers live.
+#[derive(Debug)]
+enum Store {
+    /// Host memory, one [`HeadStore`] per KV head.
+    Cpu(Vec<Layer>),
+    /// Device buffers in format `fmt` (F16, Q8_0 or Q4_0).
+    Gpu {
+        fmt: DType,
+        layers: Vec<gpu::GpuLayer>,
+    },
+}
+
+/// Slots a new GPU cache layer starts with when no capacity is given.
+const GPU_INITIAL_SLOTS: usize = 64;
 
 #[derive(Debug)]
 struct Layer {
@@ -153,15 +172,10 @@ fn invalid(msg: impl Into<String>) -> Error {
 }
 
 impl KvCache {
-    /// An empty cache on `device` (the CPU; a GPU device gives [`Error::NotAvailable`] for now).
+    /// An empty cache on `device`. On a GPU the format must be F16, Q8_0 or Q4_0 and the
+    /// eviction None or Window ([`Error::NotAvailable`] otherwise).
     pub fn new(rt: &Runtime, device: &Device, cfg: KvCacheConfig) -> Result<KvCache> {
         let _ = rt;
-        if !matches!(device.backend(), Backend::Cpu(_)) {
-            return Err(Error::NotAvailable(format!(
-                "KvCache on `{}`: only CPU caches are implemented so far",
-                device.name()
-            )));
-        }
         let d = cfg.head_dim;
         let dv = cfg.v_head_dim.unwrap_or(d);
         if cfg.layers == 0 || cfg.kv_heads == 0 || d == 0 || dv == 0 {
@@ -264,21 +278,54 @@ impl KvCache {
                 limit: MAX_RESERVE_BYTES as u64,
             });
         }
-        let scored = matches!(cfg.eviction, Eviction::HeavyHitter { .. });
-        let layers = (0..cfg.layers)
-            .map(|_| Layer {
-                heads: (0..cfg.kv_heads)
-                    .map(|_| HeadStore::new(fmt, d, dv, scored, cap))
-                    .collect(),
-                next: 0,
-                snapped: false,
-            })
-            .collect();
+        let store = match device.backend() {
+            Backend::Cpu(_) => {
+                let scored = matches!(cfg.eviction, Eviction::HeavyHitter { .. });
+                Store::Cpu(
+                    (0..cfg.layers)
+                        .map(|_| Layer {
+                            heads: (0..cfg.kv_heads)
+                                .map(|_| HeadStore::new(fmt, d, dv, scored, cap))
+                                .collect(),
+                            next: 0,
+                            snapped: false,
+                        })
+                        .collect(),
+                )
+            }
+            Backend::Gpu(g) => {
+                let fmt = match cfg.format {
+                    KvFormat::F16 => DType::F16,
+                    KvFormat::Q8_0 => DType::Q8_0,
+                    KvFormat::Q4_0 => DType::Q4_0,
+                    KvFormat::Kivi { .. } => {
+                        return Err(Error::NotAvailable(format!(
+                            "KvCache on `{}`: KIVI caches are CPU-only so far (F16, Q8_0 and \
+                             Q4_0 run on GPUs)",
+                            device.name()
+                        )))
+                    }
+                };
+                if !matches!(cfg.eviction, Eviction::None | Eviction::Window { .. }) {
+                    return Err(Error::NotAvailable(format!(
+                        "KvCache on `{}`: score-based eviction (HeavyHitter, SnapKv) is \
+                         CPU-only so far (None and Window run on GPUs)",
+                        device.name()
+                    )));
+                }
+                let slots = if cap > 0 { cap } else { GPU_INITIAL_SLOTS };
+                let (ks, vs) = gpu_slot_bytes(fmt, cfg.kv_heads, d, dv)?;
+                let layers = (0..cfg.layers)
+                    .map(|_| g.kv_buffers(slots, ks, vs, None).map(gpu::GpuLayer::new))
+                    .collect::<Result<Vec<_>>>()?;
+                Store::Gpu { fmt, layers }
+            }
+        };
         Ok(KvCache {
             cfg,
             dv,
             device: device.clone(),
-            layers,
+            store,
         })
     }
 
@@ -292,20 +339,34 @@ impl KvCache {
         &self.device
     }
 
-    fn layer(&self, layer: usize) -> Result<&Layer> {
-        self.layers.get(layer).ok_or_else(|| {
-            invalid(format!(
+    /// Checks a layer index.
+    fn check_layer(&self, layer: usize) -> Result<()> {
+        if layer < self.cfg.layers {
+            Ok(())
+        } else {
+            Err(invalid(format!(
                 "layer {layer} out of range (cache has {})",
-                self.layers.len()
-            ))
-        })
+                self.cfg.layers
+            )))
+        }
+    }
+
+    /// The GPU backend of a GPU cache.
+    fn gpu(&self) -> Result<&crate::backend::gpu::GpuBackend> {
+        match self.device.backend() {
+            Backend::Gpu(g) => Ok(g),
+            Backend::Cpu(_) => Err(Error::NotAvailable("a CPU cache has no GPU".into())),
+        }
     }
 
     /// Appends `k [t, kv_heads, head_dim]` and `v [t, kv_heads, v_head_dim]` (F32 or F16, on the
     /// cache's device) at positions `next_position(layer) .. + t`, quantizing on the way in.
     /// Then drops what no query at or after the first new position can see (window eviction).
+    ///
+    /// On a GPU the values are quantized on the device and not checked for finiteness (that
+    /// would mean reading them back); on the CPU non-finite input gives [`Error::NonFinite`].
     pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<()> {
-        self.layer(layer)?;
+        self.check_layer(layer)?;
         let (h, d, dv) = (self.cfg.kv_heads, self.cfg.head_dim, self.dv);
         for t in [k, v] {
             if t.device() != self.device {
@@ -342,7 +403,7 @@ impl KvCache {
             });
         }
         let t = tk;
-        let p0 = self.layers[layer].next;
+        let p0 = self.next_position(layer)?;
         if p0 + t > u32::MAX as usize {
             return Err(Error::TooLarge {
                 what: "KV cache positions".into(),
@@ -353,6 +414,12 @@ impl KvCache {
         if t == 0 {
             return Ok(());
         }
+        if let Store::Gpu { .. } = self.store {
+            return self.append_gpu(layer, k, v, t, p0);
+        }
+        let Store::Cpu(layers) = &mut self.store else {
+            return Ok(());
+        };
         let kf = k.to_f32_vec()?;
         let vf = v.to_f32_vec()?;
         if let Some(i) = kf.iter().position(|x| !x.is_finite()) {
@@ -361,7 +428,7 @@ impl KvCache {
         if let Some(i) = vf.iter().position(|x| !x.is_finite()) {
             return Err(Error::NonFinite { index: i });
         }
-        let l = &mut self.layers[layer];
+        let l = &mut layers[layer];
         let mut kr = vec![0f32; t * d];
         let mut vr = vec![0f32; t * dv];
         for (g, head) in l.heads.iter_mut().enumerate() {
@@ -387,7 +454,7 @@ impl KvCache {
     /// rule and `params.window` allow it. Score-based and window eviction run at the end.
     /// Returns `[t_q, h_q, v_head_dim]` F32.
     pub fn attend(&mut self, layer: usize, q: &Tensor, params: &AttentionParams) -> Result<Tensor> {
-        self.layer(layer)?;
+        self.check_layer(layer)?;
         let (h_kv, d, dv) = (self.cfg.kv_heads, self.cfg.head_dim, self.dv);
         if q.device() != self.device {
             return Err(Error::DeviceMismatch(
@@ -452,15 +519,19 @@ impl KvCache {
                 limit: u32::MAX as u64,
             });
         }
-        let qf = q.to_f32_vec()?;
-        let Backend::Cpu(cpu) = self.device.backend() else {
-            return Err(Error::NotAvailable("KvCache on a GPU device".into()));
-        };
         let cache_window = match self.cfg.eviction {
             Eviction::Window { window, sinks } => Some((window, sinks)),
             _ => None,
         };
-        let l = &mut self.layers[layer];
+        if let Store::Gpu { .. } = self.store {
+            return self.attend_gpu(layer, q, params, cache_window);
+        }
+        let qf = q.to_f32_vec()?;
+        let (Backend::Cpu(cpu), Store::Cpu(layers)) = (self.device.backend(), &mut self.store)
+        else {
+            return Err(Error::NotAvailable("KvCache on a GPU device".into()));
+        };
+        let l = &mut layers[layer];
         let len = l.heads.iter().map(|h| h.len()).max().unwrap_or(0);
         // Which queries' probabilities are needed.
         let score_from = match self.cfg.eviction {
@@ -554,16 +625,109 @@ impl KvCache {
         ))
     }
 
+    /// Appends to a GPU layer: slots planned on the host (the cache grows when they run out),
+    /// the rows quantized into them on the device, then window eviction.
+    fn append_gpu(
+        &mut self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+        t: usize,
+        p0: usize,
+    ) -> Result<()> {
+        let (h, d, dv) = (self.cfg.kv_heads, self.cfg.head_dim, self.dv);
+        let eviction = self.cfg.eviction;
+        let g = match self.device.backend() {
+            Backend::Gpu(g) => g,
+            Backend::Cpu(_) => return Err(Error::NotAvailable("a CPU cache has no GPU".into())),
+        };
+        let Store::Gpu { fmt, layers } = &mut self.store else {
+            return Ok(());
+        };
+        let l = &mut layers[layer];
+        let (slots, hwm) = l.plan_slots(t);
+        if hwm > l.bufs.slots() {
+            if hwm > u32::MAX as usize {
+                return Err(Error::TooLarge {
+                    what: "KV cache slots".into(),
+                    needed: hwm as u64,
+                    limit: u32::MAX as u64,
+                });
+            }
+            let (ks, vs) = gpu_slot_bytes(*fmt, h, d, dv)?;
+            let grown = g.kv_buffers(hwm.max(2 * l.bufs.slots()), ks, vs, Some(&l.bufs))?;
+            l.bufs = grown;
+        }
+        g.kv_append(&l.bufs, *fmt, k, v, &slots)?;
+        l.occupy(&slots, p0 as u32);
+        if let Eviction::Window { window, sinks } = eviction {
+            l.evict_window(p0 as i64, window, sinks);
+        }
+        Ok(())
+    }
+
+    /// Attend over a GPU layer (operands checked by `attend`).
+    fn attend_gpu(
+        &mut self,
+        layer: usize,
+        q: &Tensor,
+        params: &AttentionParams,
+        cache_window: Option<(usize, usize)>,
+    ) -> Result<Tensor> {
+        let (h_kv, d, dv) = (self.cfg.kv_heads, self.cfg.head_dim, self.dv);
+        let &[t_q, h_q, _] = q.shape() else {
+            return Err(invalid("q must be [t_q, h_q, head_dim]"));
+        };
+        let g = match self.device.backend() {
+            Backend::Gpu(g) => g,
+            Backend::Cpu(_) => return Err(Error::NotAvailable("a CPU cache has no GPU".into())),
+        };
+        let Store::Gpu { fmt, layers } = &mut self.store else {
+            return Err(Error::NotAvailable(
+                "KvCache::attend_gpu on a CPU cache".into(),
+            ));
+        };
+        let l = &mut layers[layer];
+        if l.dirty {
+            g.kv_write_positions(&l.bufs, &l.pos)?;
+            l.dirty = false;
+        }
+        let out = if l.count == 0 || t_q == 0 {
+            Tensor::from_f32(&vec![0f32; t_q * h_q * dv], &[t_q, h_q, dv])?.to(&self.device)?
+        } else {
+            let shape = crate::attention::AttentionShape {
+                t_q,
+                h_q,
+                t_k: l.pos.len(),
+                h_kv,
+                d,
+                d_v: dv,
+            };
+            let p = AttentionParams {
+                key_positions: None,
+                ..params.clone()
+            };
+            g.kv_attend(&l.bufs, *fmt, q, &p, &shape, cache_window)?
+        };
+        if let (Some((window, sinks)), true) = (cache_window, t_q > 0) {
+            l.evict_window((params.q_pos0 + t_q - 1) as i64, window, sinks);
+        }
+        Ok(out)
+    }
+
     /// Tokens held by the layer (the largest head count; heads differ only after `truncate` of a
     /// score-evicting layer).
     pub fn len(&self, layer: usize) -> Result<usize> {
-        Ok(self
-            .layer(layer)?
-            .heads
-            .iter()
-            .map(|h| h.len())
-            .max()
-            .unwrap_or(0))
+        self.check_layer(layer)?;
+        Ok(match &self.store {
+            Store::Cpu(layers) => layers[layer]
+                .heads
+                .iter()
+                .map(|h| h.len())
+                .max()
+                .unwrap_or(0),
+            Store::Gpu { layers, .. } => layers[layer].count,
+        })
     }
 
     /// True when the layer holds no token.
@@ -573,54 +737,92 @@ impl KvCache {
 
     /// Position the next appended token takes.
     pub fn next_position(&self, layer: usize) -> Result<usize> {
-        Ok(self.layer(layer)?.next)
+        self.check_layer(layer)?;
+        Ok(match &self.store {
+            Store::Cpu(layers) => layers[layer].next,
+            Store::Gpu { layers, .. } => layers[layer].next,
+        })
     }
 
     /// Positions held by one KV head, oldest first.
     pub fn positions(&self, layer: usize, kv_head: usize) -> Result<Vec<u32>> {
-        let l = self.layer(layer)?;
-        let h = l.heads.get(kv_head).ok_or_else(|| {
-            invalid(format!(
+        self.check_layer(layer)?;
+        if kv_head >= self.cfg.kv_heads {
+            return Err(invalid(format!(
                 "KV head {kv_head} out of range (cache has {})",
-                l.heads.len()
-            ))
-        })?;
-        Ok(h.positions().to_vec())
+                self.cfg.kv_heads
+            )));
+        }
+        Ok(match &self.store {
+            Store::Cpu(layers) => layers[layer].heads[kv_head].positions().to_vec(),
+            Store::Gpu { layers, .. } => {
+                let l = &layers[layer];
+                l.ordered_slots().into_iter().map(|s| l.pos[s]).collect()
+            }
+        })
     }
 
-    /// Keys `[len, kv_heads, head_dim]` and values `[len, kv_heads, v_head_dim]` as F32, rows in
-    /// the order of [`KvCache::positions`]; shorter heads are padded with zero rows.
+    /// Keys `[len, kv_heads, head_dim]` and values `[len, kv_heads, v_head_dim]` as F32 on the
+    /// cache's device, rows in the order of [`KvCache::positions`]; shorter heads are padded
+    /// with zero rows.
     pub fn dequantize(&self, layer: usize) -> Result<(Tensor, Tensor)> {
-        let l = self.layer(layer)?;
+        self.check_layer(layer)?;
         let (h, d, dv) = (self.cfg.kv_heads, self.cfg.head_dim, self.dv);
         let n = self.len(layer)?;
         let mut k = vec![0f32; n * h * d];
         let mut v = vec![0f32; n * h * dv];
-        let mut hk = vec![0f32; n * d];
-        let mut hv = vec![0f32; n * dv];
-        for (g, head) in l.heads.iter().enumerate() {
-            let m = head.len();
-            hk[..m * d].fill(0.0);
-            hv[..m * dv].fill(0.0);
-            head.dequantize(&mut hk[..m * d], &mut hv[..m * dv]);
-            for i in 0..m {
-                k[(i * h + g) * d..][..d].copy_from_slice(&hk[i * d..(i + 1) * d]);
-                v[(i * h + g) * dv..][..dv].copy_from_slice(&hv[i * dv..(i + 1) * dv]);
+        match &self.store {
+            Store::Cpu(layers) => {
+                let mut hk = vec![0f32; n * d];
+                let mut hv = vec![0f32; n * dv];
+                for (g, head) in layers[layer].heads.iter().enumerate() {
+                    let m = head.len();
+                    hk[..m * d].fill(0.0);
+                    hv[..m * dv].fill(0.0);
+                    head.dequantize(&mut hk[..m * d], &mut hv[..m * dv]);
+                    for i in 0..m {
+                        k[(i * h + g) * d..][..d].copy_from_slice(&hk[i * d..(i + 1) * d]);
+                        v[(i * h + g) * dv..][..dv].copy_from_slice(&hv[i * dv..(i + 1) * dv]);
+                    }
+                }
+            }
+            Store::Gpu { fmt, layers } => {
+                let l = &layers[layer];
+                let (kb, vb) = self.gpu()?.kv_read(&l.bufs, l.pos.len())?;
+                let (ks, vs) = gpu_slot_bytes(*fmt, h, d, dv)?;
+                let bad = |e| Error::DeviceLost(format!("KV cache bytes: {e}"));
+                for (i, s) in l.ordered_slots().into_iter().enumerate() {
+                    wattle_kernels::quant::dequantize(
+                        *fmt,
+                        &kb[s * ks..(s + 1) * ks],
+                        &mut k[i * h * d..(i + 1) * h * d],
+                    )
+                    .map_err(bad)?;
+                    wattle_kernels::quant::dequantize(
+                        *fmt,
+                        &vb[s * vs..(s + 1) * vs],
+                        &mut v[i * h * dv..(i + 1) * h * dv],
+                    )
+                    .map_err(bad)?;
+                }
             }
         }
         Ok((
-            Tensor::from_f32(&k, &[n, h, d])?,
-            Tensor::from_f32(&v, &[n, h, dv])?,
+            Tensor::from_f32(&k, &[n, h, d])?.to(&self.device)?,
+            Tensor::from_f32(&v, &[n, h, dv])?.to(&self.device)?,
         ))
     }
 
     /// Exact bytes held: data, scales, positions, scores and reserved capacity.
     pub fn memory_bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .flat_map(|l| &l.heads)
-            .map(|h| h.memory_bytes())
-            .sum()
+        match &self.store {
+            Store::Cpu(layers) => layers
+                .iter()
+                .flat_map(|l| &l.heads)
+                .map(|h| h.memory_bytes())
+                .sum(),
+            Store::Gpu { layers, .. } => layers.iter().map(|l| l.memory_bytes()).sum(),
+        }
     }
 
     /// Drops every token of the layer at or after `position` (speculative-decoding rollback);
@@ -628,24 +830,51 @@ impl KvCache {
     /// tokens that a later (now dropped) append pushed out of the f16 residual stay quantized,
     /// so right after a deep rollback fewer than `residual` tokens may be f16.
     pub fn truncate(&mut self, layer: usize, position: usize) -> Result<()> {
-        self.layer(layer)?;
-        let l = &mut self.layers[layer];
+        self.check_layer(layer)?;
         let p = position.min(u32::MAX as usize) as u32;
-        for h in &mut l.heads {
-            h.truncate(p);
+        match &mut self.store {
+            Store::Cpu(layers) => {
+                let l = &mut layers[layer];
+                for h in &mut l.heads {
+                    h.truncate(p);
+                }
+                l.next = l.next.min(position);
+            }
+            Store::Gpu { layers, .. } => {
+                let l = &mut layers[layer];
+                l.retain(|x| x < p);
+                l.next = l.next.min(position);
+            }
         }
-        l.next = l.next.min(position);
         Ok(())
     }
 
     /// Empties every layer (reserved capacity stays).
     pub fn clear(&mut self) {
-        for l in &mut self.layers {
-            for h in &mut l.heads {
-                h.clear();
+        match &mut self.store {
+            Store::Cpu(layers) => {
+                for l in layers {
+                    for h in &mut l.heads {
+                        h.clear();
+                    }
+                    l.next = 0;
+                    l.snapped = false;
+                }
             }
-            l.next = 0;
-            l.snapped = false;
+            Store::Gpu { layers, .. } => {
+                for l in layers {
+                    l.retain(|_| false);
+                    l.next = 0;
+                }
+            }
         }
     }
+}
+
+/// Bytes per slot (one token, every KV head) of K and of V in a GPU cache of format `fmt`.
+fn gpu_slot_bytes(fmt: DType, h: usize, d: usize, dv: usize) -> Result<(usize, usize)> {
+    Ok((
+        crate::tensor::storage_bytes(fmt, &[h * d])?,
+        crate::tensor::storage_bytes(fmt, &[h * dv])?,
+    ))
 }

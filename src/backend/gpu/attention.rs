@@ -39,7 +39,9 @@ struct Params {
     scale: f32,
     softcap: f32,
     qt: u32,
-    pad1: u32,
+    cwin: u32,
+    csinks: u32,
+    pad: [u32; 3],
 }
 
 /// The define naming `dtype` for operand `which` (`Q`, `K` or `V`).
@@ -137,7 +139,7 @@ fn entries<'a>(list: &[(u32, &'a wgpu::Buffer)]) -> Vec<wgpu::BindGroupEntry<'a>
 }
 
 /// The one storage buffer of a tensor's bytes (attention does not split its operands).
-fn single<'a>(what: &str, b: &'a GpuBuffer, limit: u64) -> Result<&'a wgpu::Buffer> {
+pub(crate) fn single<'a>(what: &str, b: &'a GpuBuffer, limit: u64) -> Result<&'a wgpu::Buffer> {
     match b.chunks.as_slice() {
         [c] => Ok(&c.buf),
         _ => Err(Error::TooLarge {
@@ -156,6 +158,22 @@ fn u32_of(what: &str, v: usize) -> Result<u32> {
     })
 }
 
+/// The operands of one attention dispatch as device buffers: `rt.attention`'s tensors, or a
+/// KV cache's slot buffers.
+pub(crate) struct AttnOperands<'a> {
+    /// Queries `[t_q, h_q, d]` and their format.
+    pub q: (&'a wgpu::Buffer, DType),
+    /// Keys `[t_k, h_kv, d]` and their format.
+    pub k: (&'a wgpu::Buffer, DType),
+    /// Values `[t_k, h_kv, d_v]` and their format.
+    pub v: (&'a wgpu::Buffer, DType),
+    /// Position of each key (`t_k` u32; `u32::MAX` marks an empty cache slot), or `None` for key
+    /// j at position j.
+    pub kpos: Option<&'a wgpu::Buffer>,
+    /// A KV cache's window eviction rule `(window, sinks)`.
+    pub cache_window: Option<(usize, usize)>,
+}
+
 impl GpuBackend {
     /// `rt.attention` on this device (operands checked by `attention::check`).
     pub(crate) fn attention(
@@ -166,6 +184,52 @@ impl GpuBackend {
         params: &AttentionParams,
         s: &AttentionShape,
     ) -> Result<Tensor> {
+        let (Storage::Gpu(qb), Storage::Gpu(kb), Storage::Gpu(vb)) =
+            (q.storage(), k.storage(), v.storage())
+        else {
+            return Err(Error::DeviceMismatch(
+                q.device().to_string(),
+                k.device().to_string(),
+            ));
+        };
+        let limit = self.ctx.chunk_limit();
+        let kpos = params.key_positions.as_ref().map(|kp| {
+            self.ctx
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("attention key positions"),
+                    contents: if kp.is_empty() {
+                        &[0u8; 4]
+                    } else {
+                        bytemuck::cast_slice(kp)
+                    },
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+        });
+        let ops = AttnOperands {
+            q: (single("queries", qb, limit)?, q.dtype()),
+            k: (single("keys", kb, limit)?, k.dtype()),
+            v: (single("values", vb, limit)?, v.dtype()),
+            kpos: kpos.as_ref(),
+            cache_window: None,
+        };
+        let out = self.attention_buffers(&ops, params, s)?;
+        Ok(Tensor::from_storage(
+            Storage::Gpu(out),
+            DType::F32,
+            &[s.t_q, s.h_q, s.d_v],
+            q.device(),
+        ))
+    }
+
+    /// Attention over operands already in device buffers; returns the `[t_q, h_q, d_v]` F32
+    /// output's buffer. `params.key_positions` is ignored (positions come from `ops.kpos`).
+    pub(crate) fn attention_buffers(
+        &self,
+        ops: &AttnOperands,
+        params: &AttentionParams,
+        s: &AttentionShape,
+    ) -> Result<GpuBuffer> {
         let group = s.h_q / s.h_kv;
         let per_row = s.d_v.div_ceil(WG as usize).max(1);
         // Queries per workgroup: as many as the rows and accumulators allow (they share every
@@ -180,14 +244,6 @@ impl GpuBackend {
                 s.d_v
             )));
         }
-        let (Storage::Gpu(qb), Storage::Gpu(kb), Storage::Gpu(vb)) =
-            (q.storage(), k.storage(), v.storage())
-        else {
-            return Err(Error::DeviceMismatch(
-                q.device().to_string(),
-                k.device().to_string(),
-            ));
-        };
         let sinks = params.sinks.as_ref().map(|t| t.to_f32_vec()).transpose()?;
         // Every element index the shader forms must fit in 32 bits.
         for (what, n) in [
@@ -217,6 +273,7 @@ impl GpuBackend {
                 limit: u64::from(self.ctx.limits.max_compute_workgroups_per_dimension),
             });
         }
+        let (cwin, csinks) = ops.cache_window.unwrap_or((0, 0));
         let p = Params {
             t_q: s.t_q as u32,
             h_q: s.h_q as u32,
@@ -227,21 +284,23 @@ impl GpuBackend {
             q_pos0: u32_of("q_pos0", params.q_pos0)?,
             window: u32_of("window", params.window.unwrap_or(0))?,
             causal: u32::from(params.causal),
-            has_pos: u32::from(params.key_positions.is_some()),
+            has_pos: u32::from(ops.kpos.is_some()),
             splits: splits as u32,
             has_sinks: u32::from(sinks.is_some()),
             scale: params.scale.unwrap_or(1.0 / (s.d as f32).sqrt()),
             softcap: params.softcap.unwrap_or(0.0),
             qt: qt as u32,
-            pad1: 0,
+            cwin: u32_of("cache window", cwin)?,
+            csinks: u32_of("cache sinks", csinks)?,
+            pad: [0; 3],
         };
         // Subgroup reductions need subgroups of at least 4 (at most WG / 4 per workgroup).
         let var = Variant {
             sg: self.use_subgroups && self.ctx.info.subgroup_min_size >= 4,
             f16: self.use_f16,
         };
-        let [split_key, merge_key] = keys(q.dtype(), k.dtype(), v.dtype(), var)?;
-        let out = self.ctx.scoped("attention", || {
+        let [split_key, merge_key] = keys(ops.q.1, ops.k.1, ops.v.1, var)?;
+        self.ctx.scoped("attention", || {
             let out = self.ctx.alloc_rows("attention output", rows, s.d_v * 4)?;
             if rows == 0 || s.d_v == 0 {
                 return Ok(out);
@@ -256,11 +315,13 @@ impl GpuBackend {
                     usage: wgpu::BufferUsages::STORAGE,
                 })
             };
-            let kpos = match &params.key_positions {
-                Some(kp) if !kp.is_empty() => {
-                    storage("attention key positions", bytemuck::cast_slice(kp))
+            let no_pos;
+            let kpos = match ops.kpos {
+                Some(b) => b,
+                None => {
+                    no_pos = storage("attention key positions", &[0u8; 4]);
+                    &no_pos
                 }
-                _ => storage("attention key positions", &[0u8; 4]),
             };
             let sinks_buf = match &sinks {
                 Some(sk) if !sk.is_empty() => storage("attention sinks", bytemuck::cast_slice(sk)),
@@ -277,21 +338,15 @@ impl GpuBackend {
                 contents: bytemuck::bytes_of(&p),
                 usage: wgpu::BufferUsages::UNIFORM,
             });
-            let limit = self.ctx.chunk_limit();
-            let (qbuf, kbuf, vbuf) = (
-                single("queries", qb, limit)?,
-                single("keys", kb, limit)?,
-                single("values", vb, limit)?,
-            );
-            let obuf = single("output", &out, limit)?;
+            let obuf = single("output", &out, self.ctx.chunk_limit())?;
             let split_bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("attention split"),
                 layout: &split.layout,
                 entries: &entries(&[
-                    (0, qbuf),
-                    (1, kbuf),
-                    (2, vbuf),
-                    (3, &kpos),
+                    (0, ops.q.0),
+                    (1, ops.k.0),
+                    (2, ops.v.0),
+                    (3, kpos),
                     (4, &part),
                     (5, &ubuf),
                 ]),
@@ -320,12 +375,6 @@ impl GpuBackend {
             }
             self.ctx.queue.submit([enc.finish()]);
             Ok(out)
-        })?;
-        Ok(Tensor::from_storage(
-            Storage::Gpu(out),
-            DType::F32,
-            &[s.t_q, s.h_q, s.d_v],
-            q.device(),
-        ))
+        })
     }
 }

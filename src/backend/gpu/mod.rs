@@ -8,6 +8,7 @@
 
 pub(crate) mod attention;
 mod buffer;
+pub(crate) mod kv;
 pub(crate) mod matmul;
 pub(crate) mod ops;
 mod pipeline;
@@ -314,6 +315,7 @@ pub fn shader_sources() -> Vec<(String, String)> {
         .chain(probe::keys())
         .chain(ops::all_keys())
         .chain(attention::all_keys())
+        .chain(kv::all_keys())
     {
         let name = format!("{}:{}", key.variant, key.entry);
         match key.source() {

@@ -9,13 +9,14 @@
 use crate::error::{Error, Result};
 
 /// Kernel families: `(name, source)`.
-pub(crate) const FAMILIES: [(&str, &str); 6] = [
+pub(crate) const FAMILIES: [(&str, &str); 7] = [
     ("matvec", include_str!("../../../shaders/matvec.wgsl")),
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
     ("quantize", include_str!("../../../shaders/quantize.wgsl")),
     ("probe", include_str!("../../../shaders/probe.wgsl")),
     ("ops", include_str!("../../../shaders/ops.wgsl")),
     ("attention", include_str!("../../../shaders/attention.wgsl")),
+    ("kv", include_str!("../../../shaders/kv.wgsl")),
 ];
 
 /// Shared partials: `(include name, source)`.
