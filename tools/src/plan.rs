@@ -241,3 +241,10 @@ pub fn run(a: PlanArgs) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The ops of one decode token of the GGUF model at `path` attending over `ctx` positions (the
+/// chain `wattle plan --model` places), for `wattle run --policy`.
+pub(crate) fn decode_chain(path: &PathBuf, ctx: usize) -> Result<Vec<OpDesc>, String> {
+    let model = read_model(path)?;
+    Ok(chain(&model, 1, ctx).into_iter().map(|(_, o)| o).collect())
+}

@@ -7,6 +7,10 @@
 #[allow(dead_code, unused_imports)]
 #[path = "../src/llm/mod.rs"]
 mod llm;
+// `wattle run --policy` builds its op chain with `wattle plan`'s model reader.
+#[allow(dead_code)]
+#[path = "../src/plan.rs"]
+mod plan;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -265,6 +269,112 @@ fn every_kv_format_runs() {
             assert_eq!(first, 7042, "{o:?}");
         }
     }
+}
+
+/// Greedy ids of `n` tokens after the prompt.
+fn greedy_ids(rt: &Runtime, m: &Model, o: DecoderOptions, n: usize) -> Vec<u32> {
+    let mut dec = Decoder::new(rt, m, o).expect("decoder");
+    let mut s = Sampler::new(SamplerConfig {
+        temp: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed: 0,
+    });
+    let logits = dec
+        .forward(&PROMPT_IDS, PROMPT_IDS.len() - 1)
+        .expect("prefill");
+    let mut ids = vec![s.sample(rt, &logits).expect("sample")];
+    while ids.len() < n {
+        let l = dec.forward(&[ids[ids.len() - 1]], 0).expect("decode");
+        ids.push(s.sample(rt, &l).expect("sample"));
+    }
+    ids
+}
+
+/// On the Vulkan software GPU (lavapipe) the decoder, KV cache included, gives the CPU's greedy
+/// tokens for 16 tokens, with an F16 cache and with a Q8_0 cache under a window with sinks.
+#[test]
+fn gpu_greedy_equals_cpu() {
+    let Some(path) = smollm2("gpu greedy") else {
+        return;
+    };
+    let (rt, m) = cpu_model(&path);
+    let grt = Runtime::with_backends("vulkan").expect("runtime");
+    let Some(dev) = grt.gpus().into_iter().next() else {
+        assert_eq!(
+            std::env::var("WATTLE_ALLOW_NO_GPU").as_deref(),
+            Ok("1"),
+            "no Vulkan adapter (set WATTLE_ALLOW_NO_GPU=1 to allow)"
+        );
+        return;
+    };
+    let (_, gm) = Model::open(&path, &dev).expect("load SmolLM2 on the GPU");
+    for o in [
+        options(KvChoice::F16, 64),
+        DecoderOptions {
+            window: Some(8),
+            sinks: 2,
+            ..options(KvChoice::Q8_0, 64)
+        },
+    ] {
+        let want = greedy_ids(&rt, &m, o, 16);
+        let got = greedy_ids(&grt, &gm, o, 16);
+        assert_eq!(got, want, "{dev} {o:?}");
+    }
+}
+
+/// `wattle run --policy` costs the model's decode token on each device of a profile that is on
+/// this machine and runs there: the example laptop profile, its CPU given this machine's
+/// fingerprint, places the decoder on the CPU, which then gives the greedy text.
+#[test]
+fn run_with_a_policy_places_the_decoder() {
+    let Some(path) = smollm2("run --policy") else {
+        return;
+    };
+    let rt = Runtime::with_backends("cpu").expect("runtime");
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/profiles/laptop-example.json");
+    let mut p = wattle::sched::Profile::load(&example).expect("example profile");
+    let cpu = p
+        .devices
+        .iter_mut()
+        .find(|d| d.kind == wattle::sched::ProfileKind::Cpu)
+        .expect("a CPU in the example");
+    cpu.fingerprint = wattle::sched::fingerprint(&rt.cpu());
+    let dir = temp_dir("policy");
+    let prof = dir.join("here.json");
+    p.save(&prof).expect("save");
+    let out = wattle(&[
+        "run",
+        path.to_str().expect("utf-8 path"),
+        "--prompt",
+        "The capital of France is",
+        "-n",
+        "2",
+        "--temp",
+        "0",
+        "--policy",
+        "min-energy",
+        "--profile",
+        prof.to_str().expect("utf-8 path"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("places the decoder on"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), " Paris.");
+    // A policy without a profile of this machine, and a bad policy, are clear errors.
+    let bad = wattle(&[
+        "run",
+        path.to_str().expect("utf-8 path"),
+        "--prompt",
+        "x",
+        "--policy",
+        "fastest",
+        "--profile",
+        prof.to_str().expect("utf-8 path"),
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("min-energy, min-latency"));
 }
 
 /// Sampling is reproducible from the seed and stays within top-k.

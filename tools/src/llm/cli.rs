@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
+use wattle::sched::{fingerprint, Policy, Profile};
 use wattle::{Device, Runtime};
 
 use super::decoder::{log_prob, Decoder, DecoderOptions, KvChoice, Sampler, SamplerConfig};
@@ -28,11 +29,22 @@ pub struct EngineArgs {
     /// Device: cpu, or gpu0, gpu1, … in `wattle devices` order.
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: String,
+    /// Instead of --device: run on the device a calibrated profile favours for this model's
+    /// decode token under a policy (min-energy, min-latency, edp, budget=20ms, cap=15W).
+    #[arg(long, value_name = "POLICY", conflicts_with = "device")]
+    pub policy: Option<String>,
+    /// The profile --policy reads (default: the one `wattle calibrate` wrote for this machine).
+    #[arg(long, value_name = "P.json", requires = "policy")]
+    pub profile: Option<PathBuf>,
 }
 
 impl EngineArgs {
-    /// Opens the runtime (on the backends the device needs) and finds the device.
-    pub fn open(&self) -> Result<(Runtime, Device), String> {
+    /// Opens the runtime (on the backends the device needs) and finds the device: the one
+    /// `--device` names, or with `--policy` the one the profile favours for `model`.
+    pub fn open(&self, model: &Path) -> Result<(Runtime, Device), String> {
+        if let Some(policy) = &self.policy {
+            return self.place(model, policy);
+        }
         let d = self.device.trim().to_ascii_lowercase();
         if d == "cpu" {
             let rt =
@@ -58,6 +70,53 @@ impl EngineArgs {
         Ok((rt, dev))
     }
 
+    /// `--policy`: every device of this machine that the profile covers is costed running the
+    /// whole decode token of `model` (at a 512-position context); the policy picks one.
+    fn place(&self, model: &Path, policy: &str) -> Result<(Runtime, Device), String> {
+        let policy: Policy = policy.parse().map_err(|e: wattle::Error| e.to_string())?;
+        let rt = Runtime::new().map_err(|e| format!("cannot start wattle: {e}"))?;
+        let profile = match &self.profile {
+            Some(p) => Profile::load(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            None => rt.cached_profile().ok_or(
+                "--policy needs a profile of this machine: run `wattle calibrate` (or pass \
+                 --profile P.json)",
+            )?,
+        };
+        let ops = crate::plan::decode_chain(&model.to_path_buf(), 512)?;
+        let mut costed = Vec::new();
+        for d in &profile.devices {
+            let Some(dev) = rt
+                .devices()
+                .into_iter()
+                .find(|r| fingerprint(r) == d.fingerprint)
+            else {
+                eprintln!("wattle run: profile device {} ({}) is not on this machine (or is stale): skipped", d.id, d.name);
+                continue;
+            };
+            let ids = vec![d.id.as_str(); ops.len()];
+            match profile.cost_of(&ops, &ids) {
+                Ok((s, j, src)) => {
+                    eprintln!(
+                        "wattle run: {} ({}): {:.2} ms, {:.4} J per decode token ({src:?})",
+                        d.id,
+                        dev.name(),
+                        s * 1e3,
+                        j
+                    );
+                    costed.push((dev, s, j));
+                }
+                Err(e) => eprintln!("wattle run: {}: not costed: {e}", d.id),
+            }
+        }
+        let pick = pick_device(&costed, &policy)
+            .ok_or("--policy: no device of this machine is costed by the profile")?;
+        eprintln!(
+            "wattle run: policy {policy:?} places the decoder on {}",
+            pick.name()
+        );
+        Ok((rt, pick))
+    }
+
     /// Decoder options for a context of `ctx` positions.
     pub fn options(&self, ctx: usize) -> DecoderOptions {
         DecoderOptions {
@@ -73,6 +132,36 @@ impl EngineArgs {
         match self.window {
             Some(w) => format!("KV {} with window {w} (sinks {})", self.kv, self.sinks),
             None => format!("KV {}", self.kv),
+        }
+    }
+}
+
+/// The device `policy` picks among `(device, seconds, joules)` per decode token.
+fn pick_device(costed: &[(Device, f64, f64)], policy: &Policy) -> Option<Device> {
+    let by = |f: &dyn Fn(&(Device, f64, f64)) -> f64| {
+        costed
+            .iter()
+            .min_by(|a, b| f(a).total_cmp(&f(b)))
+            .map(|c| c.0.clone())
+    };
+    match policy {
+        Policy::MinEnergy => by(&|c| c.2),
+        Policy::MinLatency => by(&|c| c.1),
+        Policy::EnergyDelay => by(&|c| c.1 * c.2),
+        Policy::LatencyBudget(b) => {
+            let b = b.as_secs_f64();
+            // Least energy within the budget, else least time.
+            by(&|c| if c.1 <= b { c.2 } else { 1e30 + c.1 })
+        }
+        Policy::PowerCap(w) => {
+            // Least time within the power cap, else least power.
+            by(&|c| {
+                if c.2 / c.1 <= *w {
+                    c.1
+                } else {
+                    1e30 + c.2 / c.1
+                }
+            })
         }
     }
 }
@@ -144,7 +233,7 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
     if !(a.temp.is_finite() && a.top_p.is_finite() && a.top_p > 0.0 && a.top_p <= 1.0) {
         return Err("--temp must be finite and --top-p in (0, 1]".into());
     }
-    let (rt, dev) = a.engine.open()?;
+    let (rt, dev) = a.engine.open(&a.model)?;
     let (model, tok) = load(&a.model, &dev)?;
     let ctx = a.ctx.unwrap_or(model.cfg.n_ctx_train);
     let mut prompt = tok.encode(a.prompt.as_bytes(), true, true);
@@ -370,7 +459,7 @@ pub fn perplexity(
 
 /// `wattle perplexity`: progress to stderr, then `PPL = <value> +/- <err>` on stdout.
 pub fn perplexity_cmd(a: &PerplexityArgs) -> Result<(), String> {
-    let (rt, dev) = a.engine.open()?;
+    let (rt, dev) = a.engine.open(&a.model)?;
     let (model, tok) = load(&a.model, &dev)?;
     let mut text = std::fs::read(&a.file).map_err(|e| format!("{}: {e}", a.file.display()))?;
     // llama.cpp's file argument drops one trailing newline.
