@@ -105,18 +105,26 @@ fn gate<'a>(
     Ok(v)
 }
 
-/// Runs linear attention on the CPU; returns the output `[t, h, d_v]` and the new state.
-pub(crate) fn run(
-    pool: &ThreadPool,
+/// Checked sizes of a call: tokens, heads, key and value dims, state columns.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LinSizes {
+    pub t: usize,
+    pub h: usize,
+    pub dk: usize,
+    pub dv: usize,
+    pub cols: usize,
+}
+
+/// Checks devices, shapes and the state's shape (gates are checked where they are read).
+pub(crate) fn check(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     kind: &LinearAttention,
     state: Option<&Tensor>,
-    form: LinearForm,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<LinSizes> {
     let dev = q.device();
-    for t in [k, v] {
+    for t in [k, v].into_iter().chain(state) {
         if t.device() != dev {
             return Err(Error::DeviceMismatch(
                 dev.to_string(),
@@ -140,8 +148,57 @@ pub(crate) fn run(
             v.shape()
         )));
     }
+    let cols = if matches!(kind, LinearAttention::Vanilla) {
+        dv + 1
+    } else {
+        dv
+    };
+    if let Some(s) = state {
+        if s.shape() != [h, dk, cols] || s.dtype() != DType::F32 {
+            return Err(shape_err(format!(
+                "state must be [{h}, {dk}, {cols}] F32, got {} {:?}",
+                s.dtype(),
+                s.shape()
+            )));
+        }
+    }
+    if let LinearAttention::Retention { gamma } = kind {
+        if gamma.len() != h {
+            return Err(shape_err(format!(
+                "gamma has {} entries for {h} heads",
+                gamma.len()
+            )));
+        }
+        if gamma.iter().any(|g| !(*g > 0.0 && *g <= 1.0)) {
+            return Err(Error::InvalidArgument(
+                "retention gamma must lie in (0, 1]".into(),
+            ));
+        }
+    }
+    Ok(LinSizes { t, h, dk, dv, cols })
+}
+
+/// Whether `form` means the chunked form for `t` tokens.
+pub(crate) fn chunked_form(form: LinearForm, t: usize) -> bool {
+    match form {
+        LinearForm::Auto => t >= CHUNK,
+        LinearForm::Recurrent => false,
+        LinearForm::Chunked => true,
+    }
+}
+
+/// Runs linear attention on the CPU; returns the output `[t, h, d_v]` and the new state.
+pub(crate) fn run(
+    pool: &ThreadPool,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    kind: &LinearAttention,
+    state: Option<&Tensor>,
+    form: LinearForm,
+) -> Result<(Tensor, Tensor)> {
+    let LinSizes { t, h, dk, dv, cols } = check(q, k, v, kind, state)?;
     let vanilla = matches!(kind, LinearAttention::Vanilla);
-    let cols = if vanilla { dv + 1 } else { dv };
     let (qv, kv, vv) = (
         floats(q, "linear_attention (q)")?,
         floats(k, "linear_attention (k)")?,
@@ -151,13 +208,6 @@ pub(crate) fn run(
     // state starts as a copy of the old one and is updated in place.
     let mut packed = HostBuffer::zeroed(h * dk * cols * 4);
     if let Some(s) = state {
-        if s.shape() != [h, dk, cols] || s.dtype() != DType::F32 {
-            return Err(shape_err(format!(
-                "state must be [{h}, {dk}, {cols}] F32, got {} {:?}",
-                s.dtype(),
-                s.shape()
-            )));
-        }
         packed
             .typed_mut::<f32>()
             .copy_from_slice(&floats(s, "linear_attention (state)")?);
@@ -165,20 +215,7 @@ pub(crate) fn run(
     let (g1, g2);
     let kk = match kind {
         LinearAttention::Vanilla => Kind::Vanilla,
-        LinearAttention::Retention { gamma } => {
-            if gamma.len() != h {
-                return Err(shape_err(format!(
-                    "gamma has {} entries for {h} heads",
-                    gamma.len()
-                )));
-            }
-            if gamma.iter().any(|g| !(*g > 0.0 && *g <= 1.0)) {
-                return Err(Error::InvalidArgument(
-                    "retention gamma must lie in (0, 1]".into(),
-                ));
-            }
-            Kind::Retention { gamma }
-        }
+        LinearAttention::Retention { gamma } => Kind::Retention { gamma },
         LinearAttention::Gated { log_decay } => {
             g1 = gate(log_decay, &[t, h, dk], "log_decay", true)?;
             Kind::Gated { log_decay: &g1[..] }
@@ -194,12 +231,7 @@ pub(crate) fn run(
     };
     let s = LinShape { t, h, dk, dv };
     let mut out = HostBuffer::zeroed(t * h * dv * 4);
-    let chunked_form = match form {
-        LinearForm::Auto => t >= CHUNK,
-        LinearForm::Recurrent => false,
-        LinearForm::Chunked => true,
-    };
-    let run = if chunked_form {
+    let run = if chunked_form(form, t) {
         chunked::run
     } else {
         recurrent::run

@@ -163,10 +163,11 @@ impl Runtime {
     ) -> Result<(Tensor, Tensor)> {
         match q.device().backend() {
             Backend::Cpu(c) => crate::linear_attention::run(c.pool, q, k, v, kind, state, form),
-            Backend::Gpu(_) => Err(Error::UnsupportedDType {
-                op: "linear_attention on a GPU (not yet)",
-                dtype: q.dtype(),
-            }),
+            Backend::Gpu(g) => {
+                let sz = crate::linear_attention::check(q, k, v, kind, state)?;
+                let chunked = crate::linear_attention::chunked_form(form, sz.t);
+                g.linear_attention(q, k, v, kind, state, chunked, sz)
+            }
         }
     }
 }

@@ -4,7 +4,10 @@
 
 use wattle::internals::Reduce;
 use wattle::internals::{gpu_chunk_count, gpu_matmul_choice};
-use wattle::{AttentionParams, DType, Error, Runtime, Tensor};
+use wattle::{
+    AttentionParams, DType, Error, Eviction, KvCache, KvCacheConfig, KvFormat, LinearAttention,
+    LinearForm, Runtime, Tensor,
+};
 
 fn values(n: usize) -> Vec<f32> {
     (0..n)
@@ -79,6 +82,64 @@ fn switches_force_fallbacks_and_splits() {
                 (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
                 "{dev} attention: {a} vs {b}"
             );
+        }
+        // A KV cache (window with sinks) through the same fallbacks equals the CPU cache.
+        let cfg = KvCacheConfig {
+            kv_heads: h_kv,
+            head_dim: d,
+            format: KvFormat::Q8_0,
+            eviction: Eviction::Window {
+                window: 6,
+                sinks: 2,
+            },
+            capacity: Some(12),
+            ..Default::default()
+        };
+        let mut cc = KvCache::new(&rt, &rt.cpu(), cfg).unwrap();
+        let mut gc = KvCache::new(&rt, &dev, cfg).unwrap();
+        for step in 0..t_k {
+            let (k1, v1) = (
+                Tensor::from_f32(&values(h_kv * d + step)[step..], &[1, h_kv, d]).unwrap(),
+                Tensor::from_f32(&values(h_kv * d + 2 * step)[2 * step..], &[1, h_kv, d]).unwrap(),
+            );
+            cc.append(0, &k1, &v1).unwrap();
+            gc.append(0, &on(&k1), &on(&v1)).unwrap();
+            let q1 = Tensor::from_f32(&values(h_q * d + step)[step..], &[1, h_q, d]).unwrap();
+            let p = AttentionParams {
+                q_pos0: step,
+                ..AttentionParams::causal()
+            };
+            let want = cc.attend(0, &q1, &p).unwrap().to_f32_vec().unwrap();
+            let got = gc.attend(0, &on(&q1), &p).unwrap().to_f32_vec().unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{dev} KV cache step {step}: {a} vs {b}"
+                );
+            }
+        }
+        assert_eq!(gc.positions(0, 0).unwrap(), cc.positions(0, 0).unwrap());
+        // Linear attention (workgroup dot products, no subgroups) equals the CPU's.
+        let (n, h, dk, dv) = (24, 2, 8, 4); // q under 2 KiB
+        let lq = Tensor::from_f32(&values(n * h * dk), &[n, h, dk]).unwrap();
+        let lv = Tensor::from_f32(&values(n * h * dv + 3)[3..], &[n, h, dv]).unwrap();
+        let kind = LinearAttention::Retention {
+            gamma: vec![0.9, 0.99],
+        };
+        for form in [LinearForm::Recurrent, LinearForm::Chunked] {
+            let (want, _) = rt
+                .linear_attention_with(&lq, &lq, &lv, &kind, None, LinearForm::Recurrent)
+                .unwrap();
+            let (got, _) = rt
+                .linear_attention_with(&on(&lq), &on(&lq), &on(&lv), &kind, None, form)
+                .unwrap();
+            let (want, got) = (want.to_f32_vec().unwrap(), got.to_f32_vec().unwrap());
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
+                    "{dev} linear attention {form:?}: {a} vs {b}"
+                );
+            }
         }
     }
 }

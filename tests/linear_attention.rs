@@ -169,3 +169,194 @@ fn bad_linear_attention_input_is_refused() {
         Err(Error::ShapeMismatch { .. })
     ));
 }
+
+fn l2_rows(mut x: Vec<f32>, d: usize) -> Vec<f32> {
+    for r in x.chunks_exact_mut(d) {
+        let n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
+        r.iter_mut().for_each(|v| *v /= n);
+    }
+    x
+}
+
+/// The WGSL kernels on every adapter, both forms, every kind, against the CPU's recurrent form
+/// (itself within 1e-5 of the f64 recurrence): d_k ≠ d_v, two column tiles (d_v 80), lengths
+/// not multiples of 64, decays near 0 and near 1, β = 0 and β = 1, F16 operands, streaming in
+/// two calls, and a call longer than one submission piece (1100 tokens).
+#[test]
+fn gpu_kernels_match_the_cpu() {
+    let rt = Runtime::new().unwrap();
+    let gpus = rt.gpus();
+    if gpus.is_empty() && std::env::var("WATTLE_ALLOW_NO_GPU").as_deref() != Ok("1") {
+        panic!("no GPU adapter found (set WATTLE_ALLOW_NO_GPU=1 to allow)");
+    }
+    let mut r = Rng::new(21);
+    for (n, h, dk, dv) in [
+        (150, 2, 24, 80),
+        (70, 1, 96, 16),
+        (1100, 1, 16, 8),
+        (200, 1, 256, 8),
+    ] {
+        let (q, k, v) = (r.vec(n * h * dk), r.vec(n * h * dk), r.vec(n * h * dv));
+        let kn = l2_rows(k.clone(), dk);
+        // Log decays spanning near 0 (no decay) to strong decay; β spanning 0..1 with exact 0
+        // and 1.
+        let gates: Vec<f32> = (0..n * h * dk)
+            .map(|i| match i % 5 {
+                0 => 0.0,
+                1 => -1e-4,
+                _ => -(r.uniform().abs() * 2.0),
+            })
+            .collect();
+        let beta: Vec<f32> = (0..n * h)
+            .map(|i| match i % 4 {
+                0 => 0.0,
+                1 => 1.0,
+                _ => r.uniform().abs(),
+            })
+            .collect();
+        let a: Vec<f32> = (0..n * h)
+            .map(|i| {
+                if i % 3 == 0 {
+                    0.0
+                } else {
+                    -r.uniform().abs() * 0.5
+                }
+            })
+            .collect();
+        let mut kinds = vec![
+            (
+                LinearAttention::Retention {
+                    gamma: (0..h).map(|i| [0.999, 0.5][i % 2]).collect(),
+                },
+                k.clone(),
+            ),
+            (
+                LinearAttention::GatedDelta {
+                    beta: t(beta.clone(), &[n, h]),
+                    log_decay: t(a.clone(), &[n, h]),
+                },
+                kn.clone(),
+            ),
+        ];
+        if n < 1000 {
+            kinds.push((LinearAttention::Vanilla, k.clone()));
+            kinds.push((
+                LinearAttention::Gated {
+                    log_decay: t(gates.clone(), &[n, h, dk]),
+                },
+                k.clone(),
+            ));
+        }
+        for (kind, keys) in &kinds {
+            let (qt, kt, vt) = (
+                t(q.clone(), &[n, h, dk]),
+                t(keys.clone(), &[n, h, dk]),
+                t(v.clone(), &[n, h, dv]),
+            );
+            let (want_o, want_s) = rt
+                .linear_attention_with(&qt, &kt, &vt, kind, None, LinearForm::Recurrent)
+                .unwrap();
+            let (want_o, want_s) = (want_o.to_f32_vec().unwrap(), want_s.to_f32_vec().unwrap());
+            for dev in &gpus {
+                let on = |x: &Tensor| x.to(dev).unwrap();
+                let gk = match kind {
+                    LinearAttention::Gated { log_decay } => LinearAttention::Gated {
+                        log_decay: on(log_decay),
+                    },
+                    LinearAttention::GatedDelta { beta, log_decay } => {
+                        LinearAttention::GatedDelta {
+                            beta: on(beta),
+                            log_decay: on(log_decay),
+                        }
+                    }
+                    other => other.clone(),
+                };
+                for (form, tol) in [(LinearForm::Recurrent, 2e-5), (LinearForm::Chunked, 5e-3)] {
+                    for f16 in [false, true] {
+                        let cast = |x: &Tensor| {
+                            if f16 {
+                                on(&x.quantize(wattle::DType::F16).unwrap())
+                            } else {
+                                on(x)
+                            }
+                        };
+                        // F16 operands round q, k, v: compare with the CPU on the same values.
+                        let (wo, ws) = if f16 {
+                            let c = |x: &Tensor| x.quantize(wattle::DType::F16).unwrap();
+                            let (o, s) = rt
+                                .linear_attention_with(
+                                    &c(&qt),
+                                    &c(&kt),
+                                    &c(&vt),
+                                    kind,
+                                    None,
+                                    LinearForm::Recurrent,
+                                )
+                                .unwrap();
+                            (o.to_f32_vec().unwrap(), s.to_f32_vec().unwrap())
+                        } else {
+                            (want_o.clone(), want_s.clone())
+                        };
+                        let (o, s) = rt
+                            .linear_attention_with(
+                                &cast(&qt),
+                                &cast(&kt),
+                                &cast(&vt),
+                                &gk,
+                                None,
+                                form,
+                            )
+                            .unwrap();
+                        assert_eq!(o.device(), *dev);
+                        let (o, s) = (o.to_f32_vec().unwrap(), s.to_f32_vec().unwrap());
+                        let what =
+                            format!("{dev} {kind:?} {form:?} f16 {f16} n {n} dk {dk} dv {dv}");
+                        assert!(rel(&wo, &o) < tol, "{what}: output {}", rel(&wo, &o));
+                        assert!(rel(&ws, &s) < tol, "{what}: state {}", rel(&ws, &s));
+                    }
+                }
+                // Streaming: two calls with the state carried on the device.
+                if n < 1000 {
+                    let m = 67;
+                    let part = |x: &[f32], d: usize, a: usize, b: usize| {
+                        on(&t(x[a * h * d..b * h * d].to_vec(), &[b - a, h, d]))
+                    };
+                    let piece = |a0: usize, b0: usize| match kind {
+                        LinearAttention::Gated { .. } => LinearAttention::Gated {
+                            log_decay: part(&gates, dk, a0, b0),
+                        },
+                        LinearAttention::GatedDelta { .. } => LinearAttention::GatedDelta {
+                            beta: on(&t(beta[a0 * h..b0 * h].to_vec(), &[b0 - a0, h])),
+                            log_decay: on(&t(a[a0 * h..b0 * h].to_vec(), &[b0 - a0, h])),
+                        },
+                        other => other.clone(),
+                    };
+                    let (pa, sa) = rt
+                        .linear_attention(
+                            &part(&q, dk, 0, m),
+                            &part(keys, dk, 0, m),
+                            &part(&v, dv, 0, m),
+                            &piece(0, m),
+                            None,
+                        )
+                        .unwrap();
+                    let (pb, sb) = rt
+                        .linear_attention(
+                            &part(&q, dk, m, n),
+                            &part(keys, dk, m, n),
+                            &part(&v, dv, m, n),
+                            &piece(m, n),
+                            Some(&sa),
+                        )
+                        .unwrap();
+                    let mut o = pa.to_f32_vec().unwrap();
+                    o.extend(pb.to_f32_vec().unwrap());
+                    let what = format!("{dev} {kind:?} streamed");
+                    assert!(rel(&want_o, &o) < 5e-3, "{what}: {}", rel(&want_o, &o));
+                    let s = sb.to_f32_vec().unwrap();
+                    assert!(rel(&want_s, &s) < 5e-3, "{what}: state");
+                }
+            }
+        }
+    }
+}

@@ -113,6 +113,11 @@ fn every_shader_variant_translates() {
         .filter(|(n, _)| n.starts_with("ops_"))
         .count();
     assert!(ops >= 21, "only {ops} ops variants");
+    // KV-cache appends (3 formats × 2 sources) and linear attention (4 kinds × 2 operand
+    // formats × 2 reductions).
+    let count = |p: &str| sources.iter().filter(|(n, _)| n.starts_with(p)).count();
+    assert_eq!(count("kv_append_"), 6);
+    assert_eq!(count("linear_attn_"), 16);
     let mut failures = Vec::new();
     for (name, src) in &sources {
         match translate(name, src) {

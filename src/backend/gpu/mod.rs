@@ -9,6 +9,7 @@
 pub(crate) mod attention;
 mod buffer;
 pub(crate) mod kv;
+pub(crate) mod linear_attn;
 pub(crate) mod matmul;
 pub(crate) mod ops;
 mod pipeline;
@@ -316,6 +317,7 @@ pub fn shader_sources() -> Vec<(String, String)> {
         .chain(ops::all_keys())
         .chain(attention::all_keys())
         .chain(kv::all_keys())
+        .chain(linear_attn::all_keys())
     {
         let name = format!("{}:{}", key.variant, key.entry);
         match key.source() {
