@@ -288,3 +288,37 @@ fn bad_attention_input_is_refused() {
         Err(Error::UnsupportedDType { .. })
     ));
 }
+
+/// A prefill long enough that one key split per workgroup would walk more key tiles than
+/// llvmpipe's per-invocation loop limit allows (it cuts such loops short, silently): GPUs give
+/// the CPU's result. 512 queries × 2048 keys, 9/3 heads of 64 (SmolLM2's shape).
+#[test]
+fn long_gpu_prefill_equals_the_cpu() {
+    let rt = Runtime::new().unwrap();
+    let (t_q, t_k, h_q, h_kv, d) = (512, 2048, 9, 3, 64);
+    let mut r = Rng::new(5);
+    let q = Tensor::from_f32(&r.vec(t_q * h_q * d), &[t_q, h_q, d]).unwrap();
+    let kv = |r: &mut Rng| {
+        Tensor::from_f32(&r.vec(t_k * h_kv * d), &[t_k, h_kv, d])
+            .unwrap()
+            .quantize(DType::F16)
+            .unwrap()
+    };
+    let (k, v) = (kv(&mut r), kv(&mut r));
+    let p = AttentionParams {
+        q_pos0: t_k - t_q,
+        ..AttentionParams::causal()
+    };
+    let want = rt.attention(&q, &k, &v, &p).unwrap().to_f32_vec().unwrap();
+    let want64: Vec<f64> = want.iter().map(|&x| x as f64).collect();
+    for dev in rt.gpus() {
+        let on = |t: &Tensor| t.to(&dev).unwrap();
+        let got = rt
+            .attention(&on(&q), &on(&k), &on(&v), &p)
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
+        let e = nmse(&want64, &got);
+        assert!(e < 1e-8, "{dev}: NMSE {e}");
+    }
+}

@@ -262,7 +262,23 @@ impl GpuBackend {
         let tiles = s.t_q.div_ceil(qt);
         let by_groups = TARGET_GROUPS.div_ceil(tiles * s.h_kv).max(1);
         let by_memory = (self.ctx.max_binding as usize / (rows * state).max(1)).max(1);
-        let splits = by_keys.min(by_groups).min(by_memory).min(1024);
+        let mut splits = by_keys.min(by_groups).min(by_memory).min(1024);
+        if self.software {
+            // llvmpipe stops an invocation's loops after ~65535 back-edges in all (silently):
+            // enough splits that no invocation walks more key tiles than that allows.
+            let nr = group * qt;
+            let per_tile =
+                s.d * (nr + 1) + 3 * nr + 2 * WG as usize + WG as usize * per_row * (nr + 1);
+            let tiles_max = (super::SOFTWARE_LOOP_BUDGET / per_tile.max(1)).max(1);
+            let need = visible.div_ceil(tiles_max * WG as usize);
+            if need > 1024.min(by_memory) {
+                return Err(Error::NotAvailable(format!(
+                    "attention over {visible} keys on a software GPU: {need} key splits needed \
+                     to stay within its loop limit"
+                )));
+            }
+            splits = splits.max(need);
+        }
         let split_groups = u32_of("workgroups", tiles * s.h_kv)?;
         if split_groups > self.ctx.limits.max_compute_workgroups_per_dimension
             || splits as u32 > self.ctx.limits.max_compute_workgroups_per_dimension

@@ -20,10 +20,7 @@ const MAX_DK: usize = 256;
 pub(crate) const CHUNK: usize = 64;
 /// Tokens per submission on a hardware GPU.
 const PIECE: usize = 1024;
-/// Loop iterations one invocation may run per dispatch on a software GPU. llvmpipe (lavapipe
-/// and GL) stops every loop of an invocation once it has taken about 65535 back-edges in
-/// total, silently: long calls must go in dispatches that stay well under that.
-const SOFTWARE_LOOP_BUDGET: usize = 40_000;
+use super::SOFTWARE_LOOP_BUDGET;
 
 /// An upper bound on the loop iterations of the busiest invocation for one chunk of `c` tokens.
 fn chunk_iterations(c: usize, dk: usize) -> usize {

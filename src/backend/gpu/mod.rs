@@ -30,6 +30,11 @@ use pipeline::PipelineCache;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+/// Loop iterations one invocation may run per dispatch on a software GPU. llvmpipe (lavapipe
+/// and GL) stops every loop of an invocation once it has taken about 65535 back-edges in
+/// total, silently: kernels with long per-invocation loops size their dispatches under this.
+pub(crate) const SOFTWARE_LOOP_BUDGET: usize = 40_000;
+
 /// The device state shared by a backend and its buffers.
 pub(crate) struct Ctx {
     pub device: wgpu::Device,
