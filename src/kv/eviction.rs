@@ -1,53 +1,36 @@
-//! Eviction decisions per (layer, KV head) (SPEC §8). Positions are ascending in every head.
+//! Eviction decisions per (layer, KV head) (SPEC §8), as keep-lists over one head's tokens in
+//! position order (oldest first); the CPU and GPU stores apply them to their own layouts.
 
-use wattle_kernels::kv::HeadStore;
-
-/// StreamingLLM: drops every token no query at or after `p_ref` can see (position ≥ `sinks`
-/// and `p_ref − pos ≥ window`).
-pub(super) fn window(head: &mut HeadStore, p_ref: i64, window: usize, sinks: usize) {
-    let keep: Vec<bool> = head
-        .positions()
-        .iter()
-        .map(|&p| (p as usize) < sinks || p_ref - (p as i64) < window as i64)
-        .collect();
-    head.retain(&keep);
+/// StreamingLLM: whether a token at `pos` stays — kept unless no query at or after `p_ref` can
+/// see it (position ≥ `sinks` and `p_ref − pos ≥ window`).
+pub(super) fn window_keeps(pos: u32, p_ref: i64, window: usize, sinks: usize) -> bool {
+    (pos as usize) < sinks || p_ref - (pos as i64) < window as i64
 }
 
-/// H2O: adds this call's probabilities to the scores, then drops the lowest-scoring tokens
-/// outside the `recent` newest until the head holds `budget` (ties: the older goes first).
-pub(super) fn heavy_hitter(head: &mut HeadStore, probs: &[f32], budget: usize, recent: usize) {
-    for (s, p) in head.scores_mut().iter_mut().zip(probs) {
-        *s += p;
-    }
-    let n = head.len();
-    if n <= budget {
-        return;
-    }
-    let drop = n - budget;
-    let cand = n.saturating_sub(recent);
-    let sc = head.scores();
-    let mut idx: Vec<usize> = (0..cand).collect();
-    idx.sort_by(|&a, &b| sc[a].total_cmp(&sc[b]).then(a.cmp(&b)));
+/// H2O over accumulated `scores`: drops the lowest-scoring tokens outside the `recent` newest
+/// until the head holds `budget` (ties: the older goes first).
+pub(super) fn heavy_hitter_keep(scores: &[f32], budget: usize, recent: usize) -> Vec<bool> {
+    let n = scores.len();
     let mut keep = vec![true; n];
-    for &i in idx.iter().take(drop) {
+    if n <= budget {
+        return keep;
+    }
+    let cand = n.saturating_sub(recent);
+    let mut idx: Vec<usize> = (0..cand).collect();
+    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));
+    for &i in idx.iter().take(n - budget) {
         keep[i] = false;
     }
-    head.retain(&keep);
+    keep
 }
 
 /// SnapKV: scores the tokens older than the `observe` newest by `probs`, max-pools them
 /// (centred, width `pool`, ignoring positions outside the sequence) and keeps the
 /// `budget − observe` best (ties: the older) plus the `observe` newest.
-pub(super) fn snapkv(
-    head: &mut HeadStore,
-    probs: &[f32],
-    budget: usize,
-    observe: usize,
-    pool: usize,
-) {
-    let n = head.len();
+pub(super) fn snapkv_keep(probs: &[f32], budget: usize, observe: usize, pool: usize) -> Vec<bool> {
+    let n = probs.len();
     if n <= budget {
-        return;
+        return vec![true; n];
     }
     let old = n - observe;
     let half = pool / 2;
@@ -65,5 +48,5 @@ pub(super) fn snapkv(
         keep[i] = true;
     }
     keep[old..].fill(true);
-    head.retain(&keep);
+    keep
 }

@@ -83,7 +83,7 @@ impl GpuLayer {
 
     /// StreamingLLM: drops what no query at or after `p_ref` can see.
     pub fn evict_window(&mut self, p_ref: i64, window: usize, sinks: usize) {
-        self.retain(|p| (p as usize) < sinks || p_ref - (p as i64) < window as i64);
+        self.retain(|p| super::eviction::window_keeps(p, p_ref, window, sinks));
     }
 
     /// Slots in position order (oldest first).

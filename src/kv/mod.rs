@@ -441,7 +441,7 @@ impl KvCache {
         l.next = p0 + t;
         if let Eviction::Window { window, sinks } = self.cfg.eviction {
             for head in &mut l.heads {
-                eviction::window(head, p0 as i64, window, sinks);
+                window_retain(head, p0 as i64, window, sinks);
             }
         }
         Ok(())
@@ -596,7 +596,11 @@ impl KvCache {
         match self.cfg.eviction {
             Eviction::HeavyHitter { budget, recent } => {
                 for (head, sc) in l.heads.iter_mut().zip(&scores) {
-                    eviction::heavy_hitter(head, sc, budget, recent);
+                    for (acc, p) in head.scores_mut().iter_mut().zip(sc) {
+                        *acc += p;
+                    }
+                    let keep = eviction::heavy_hitter_keep(head.scores(), budget, recent);
+                    head.retain(&keep);
                 }
             }
             Eviction::SnapKv {
@@ -605,14 +609,14 @@ impl KvCache {
                 pool,
             } if score_from.is_some() => {
                 for (head, sc) in l.heads.iter_mut().zip(&scores) {
-                    eviction::snapkv(head, sc, budget, observe, pool);
+                    head.retain(&eviction::snapkv_keep(sc, budget, observe, pool));
                 }
                 l.snapped = true;
             }
             Eviction::Window { window, sinks } if t_q > 0 => {
                 let p_last = (params.q_pos0 + t_q - 1) as i64;
                 for head in &mut l.heads {
-                    eviction::window(head, p_last, window, sinks);
+                    window_retain(head, p_last, window, sinks);
                 }
             }
             _ => {}
@@ -869,6 +873,16 @@ impl KvCache {
             }
         }
     }
+}
+
+/// Window eviction of one CPU head.
+fn window_retain(head: &mut HeadStore, p_ref: i64, window: usize, sinks: usize) {
+    let keep: Vec<bool> = head
+        .positions()
+        .iter()
+        .map(|&p| eviction::window_keeps(p, p_ref, window, sinks))
+        .collect();
+    head.retain(&keep);
 }
 
 /// Bytes per slot (one token, every KV head) of K and of V in a GPU cache of format `fmt`.
