@@ -47,8 +47,11 @@ struct Params {
     // while the query is fewer than cwin positions past them.
     cwin: u32,
     csinks: u32,
-    pad0: u32,
-    pad1: u32,
+    // 1: kpos holds a position per (key, KV head) cell, at j · h_kv + g (a KV cache whose heads
+    // evict on their own).
+    pos_heads: u32,
+    // First query whose logits go to `lg` (NONE: no scores are kept).
+    score_from: u32,
     pad2: u32,
 }
 
@@ -72,6 +75,10 @@ struct Params {
 @group(0) @binding(5) var<uniform> p: Params;
 @group(0) @binding(6) var<storage, read> sinks: array<f32>;
 @group(0) @binding(7) var<storage, read_write> outb: array<f32>;
+// Kept logits of the scored rows [(query − score_from) · h_q + head][t_k] (split pass), and each
+// row's final max and sum [t_q · h_q][2] (merge pass): a KV cache's eviction scores.
+@group(0) @binding(8) var<storage, read_write> lg: array<f32>;
+@group(0) @binding(9) var<storage, read_write> stats: array<f32>;
 
 #include "kvread" B=qb F=Q
 #include "kvread" B=kb F=K
@@ -93,10 +100,15 @@ var<workgroup> mstat: array<f32, MAXR>;
 var<workgroup> lstat: array<f32, MAXR>;
 var<workgroup> corr: array<f32, MAXR>;
 
-fn visible(qp: i32, j: u32) -> bool {
+const NONE: u32 = 0xffffffffu;
+
+fn visible(qp: i32, j: u32, g: u32) -> bool {
     var kp = i32(j);
     if (p.has_pos != 0u) {
-        let raw = kpos[j];
+        var raw = kpos[j];
+        if (p.pos_heads != 0u) {
+            raw = kpos[j * p.h_kv + g];
+        }
         // An empty slot of a KV cache.
         if (raw == 0xffffffffu) {
             return false;
@@ -189,8 +201,12 @@ fn attn_split(
             if (p.softcap > 0.0) {
                 x = p.softcap * tanh(x / p.softcap);
             }
-            let vis = j < j1 && visible(qfirst + i32(r / G), j);
+            let vis = j < j1 && visible(qfirst + i32(r / G), j, g);
             sc[r * WG + t] = select(NEG, x, vis);
+            let i = i0 + r / G;
+            if (p.score_from != NONE && j < j1 && i >= p.score_from) {
+                lg[((i - p.score_from) * p.h_q + g * G + r % G) * p.t_k + j] = select(NEG, x, vis);
+            }
         }
         workgroupBarrier();
 #ifdef SG
@@ -318,6 +334,10 @@ fn attn_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     }
     if (p.has_sinks != 0u) {
         l += exp(sinks[h] - m);
+    }
+    if (p.score_from != NONE && lid.x == 0u) {
+        stats[2u * ih] = m;
+        stats[2u * ih + 1u] = l;
     }
     for (var c = lid.x; c < p.d_v; c += WG) {
         var o = 0.0;

@@ -52,7 +52,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read> s_in: array<f32>;
 @group(0) @binding(6) var<storage, read_write> s_out: array<f32>;
 @group(0) @binding(7) var<storage, read_write> ob: array<f32>;
-// Per workgroup: q', k' (decayed), q, k (after φ), G (GLA): 5 × MAXCH × d_k.
+// Per workgroup: q', k' (decayed), q, k (after φ), G (GLA): 5 × CH × d_k.
 @group(0) @binding(8) var<storage, read_write> scr: array<f32>;
 @group(0) @binding(9) var<uniform> p: Params;
 
@@ -87,7 +87,7 @@ fn phi(x: f32) -> f32 {
 
 // Scratch offsets of this workgroup's arrays: which 0 q', 1 k', 2 q, 3 k, 4 G.
 fn sidx(base: u32, which: u32, s: u32, i: u32) -> u32 {
-    return base + (which * MAXCH + s) * p.dk + i;
+    return base + (which * p.ch + s) * p.dk + i;
 }
 
 #ifdef SG
@@ -135,7 +135,7 @@ fn linear_attn(
     let hd = wid.x / p.tiles;
     let j = (wid.x % p.tiles) * WG + l;
     let own = j < p.dv;
-    let base = wid.x * 5u * MAXCH * p.dk;
+    let base = wid.x * 5u * p.ch * p.dk;
     let H = p.h;
     // This column of the incoming state.
     var S: array<f32, MAXDK>;

@@ -119,14 +119,27 @@ fn switches_force_fallbacks_and_splits() {
             }
         }
         assert_eq!(gc.positions(0, 0).unwrap(), cc.positions(0, 0).unwrap());
-        // Linear attention (workgroup dot products, no subgroups) equals the CPU's.
+        // Linear attention (workgroup dot products, no subgroups) equals the CPU's; the
+        // chunked form's scratch (5 × 64 × d_k per workgroup) exceeds 2 KiB bindings and is
+        // refused with TooLarge.
         let (n, h, dk, dv) = (24, 2, 8, 4); // q under 2 KiB
         let lq = Tensor::from_f32(&values(n * h * dk), &[n, h, dk]).unwrap();
         let lv = Tensor::from_f32(&values(n * h * dv + 3)[3..], &[n, h, dv]).unwrap();
         let kind = LinearAttention::Retention {
             gamma: vec![0.9, 0.99],
         };
-        for form in [LinearForm::Recurrent, LinearForm::Chunked] {
+        assert!(matches!(
+            rt.linear_attention_with(
+                &on(&lq),
+                &on(&lq),
+                &on(&lv),
+                &kind,
+                None,
+                LinearForm::Chunked
+            ),
+            Err(Error::TooLarge { .. })
+        ));
+        for form in [LinearForm::Recurrent] {
             let (want, _) = rt
                 .linear_attention_with(&lq, &lq, &lv, &kind, None, LinearForm::Recurrent)
                 .unwrap();

@@ -1,7 +1,8 @@
 //! `KvCache` on every GPU adapter against the CPU cache: the GPU's append kernel stores ggml's
 //! bytes (dequantized contents equal the CPU cache's exactly), attend equals the CPU's attend,
-//! window eviction with sinks keeps the same positions, ragged appends, growth past the reserved
-//! capacity, rollback, and the refusals of what GPU caches do not hold yet.
+//! window eviction with sinks keeps the same positions, H2O and SnapKV (scores from the GPU's
+//! attention) keep what the CPU keeps, ragged appends, growth past the reserved capacity,
+//! rollback, and the refusal of what GPU caches do not hold yet (KIVI).
 
 mod common;
 
@@ -232,6 +233,60 @@ fn gpu_window_eviction_with_sinks() {
     }
 }
 
+/// H2O and SnapKV on the GPU keep the tokens the CPU keeps: the scores come out of the GPU's
+/// attention (kept logits, normalised by the merge pass's row statistics), the decisions from
+/// the same keep-lists.
+#[test]
+fn gpu_score_based_eviction_keeps_what_the_cpu_keeps() {
+    let rt = Runtime::new().unwrap();
+    let mut rng = Rng::new(13);
+    for dev in gpus(&rt) {
+        for format in [KvFormat::F16, KvFormat::Q8_0] {
+            for eviction in [
+                Eviction::HeavyHitter {
+                    budget: 24,
+                    recent: 6,
+                },
+                Eviction::SnapKv {
+                    budget: 20,
+                    observe: 8,
+                    pool: 5,
+                },
+            ] {
+                let (h, d, h_q) = (2, 32, 6);
+                let cfg = KvCacheConfig {
+                    layers: 1,
+                    kv_heads: h,
+                    head_dim: d,
+                    format,
+                    eviction,
+                    ..Default::default()
+                };
+                let what = format!("{dev} {format:?} {eviction:?}");
+                let mut pair = Pair::new(&rt, &dev, cfg);
+                // A prompt attended at once (SnapKV compresses it here), then decode steps.
+                pair.append(&mut rng, 0, 40, false);
+                pair.attend(&mut rng, 0, 40, h_q, &AttentionParams::causal());
+                pair.same_contents(0, &format!("{what} after the prompt"));
+                for step in 0..12 {
+                    pair.append(&mut rng, 0, 1, false);
+                    let p = AttentionParams {
+                        q_pos0: 40 + step,
+                        ..AttentionParams::causal()
+                    };
+                    pair.attend(&mut rng, 0, 1, h_q, &p);
+                }
+                pair.same_contents(0, &format!("{what} after decode"));
+                let n = pair.gpu.len(0).unwrap();
+                match eviction {
+                    Eviction::HeavyHitter { budget, .. } => assert_eq!(n, budget, "{what}"),
+                    _ => assert_eq!(n, 20 + 12, "{what}"),
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn gpu_caches_refuse_what_they_do_not_hold() {
     let rt = Runtime::new().unwrap();
@@ -246,17 +301,6 @@ fn gpu_caches_refuse_what_they_do_not_hold() {
         };
         assert!(matches!(
             KvCache::new(&rt, &dev, kivi),
-            Err(Error::NotAvailable(_))
-        ));
-        let h2o = KvCacheConfig {
-            eviction: Eviction::HeavyHitter {
-                budget: 64,
-                recent: 8,
-            },
-            ..Default::default()
-        };
-        assert!(matches!(
-            KvCache::new(&rt, &dev, h2o),
             Err(Error::NotAvailable(_))
         ));
         // Operands on another device are refused and change nothing.

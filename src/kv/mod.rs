@@ -23,10 +23,10 @@
 //! ```
 //!
 //! On a GPU device the cache lives in device buffers: `append` quantizes on the GPU
-//! (`shaders/kv.wgsl`) and `attend` runs the WGSL attention kernels over the slots in place.
-//! GPU caches hold F16, Q8_0 or Q4_0 with no eviction or Window eviction; KIVI and the
-//! score-based policies (HeavyHitter, SnapKv) are CPU-only so far and give
-//! [`Error::NotAvailable`] on a GPU.
+//! (`shaders/kv.wgsl`) and `attend` runs the WGSL attention kernels over the cells in place,
+//! keeping the logits the score-based policies need and summing them into per-token
+//! probabilities on the device (`shaders/kv_scores.wgsl`). GPU caches hold F16, Q8_0 or Q4_0
+//! with every eviction policy; KIVI is CPU-only so far ([`Error::NotAvailable`] on a GPU).
 
 mod eviction;
 mod gpu;
@@ -172,8 +172,8 @@ fn invalid(msg: impl Into<String>) -> Error {
 }
 
 impl KvCache {
-    /// An empty cache on `device`. On a GPU the format must be F16, Q8_0 or Q4_0 and the
-    /// eviction None or Window ([`Error::NotAvailable`] otherwise).
+    /// An empty cache on `device`. On a GPU the format must be F16, Q8_0 or Q4_0
+    /// ([`Error::NotAvailable`] for KIVI).
     pub fn new(rt: &Runtime, device: &Device, cfg: KvCacheConfig) -> Result<KvCache> {
         let _ = rt;
         let d = cfg.head_dim;
@@ -306,17 +306,13 @@ impl KvCache {
                         )))
                     }
                 };
-                if !matches!(cfg.eviction, Eviction::None | Eviction::Window { .. }) {
-                    return Err(Error::NotAvailable(format!(
-                        "KvCache on `{}`: score-based eviction (HeavyHitter, SnapKv) is \
-                         CPU-only so far (None and Window run on GPUs)",
-                        device.name()
-                    )));
-                }
                 let slots = if cap > 0 { cap } else { GPU_INITIAL_SLOTS };
                 let (ks, vs) = gpu_slot_bytes(fmt, cfg.kv_heads, d, dv)?;
                 let layers = (0..cfg.layers)
-                    .map(|_| g.kv_buffers(slots, ks, vs, None).map(gpu::GpuLayer::new))
+                    .map(|_| {
+                        g.kv_buffers(slots, ks, vs, cfg.kv_heads, None)
+                            .map(|b| gpu::GpuLayer::new(b, cfg.kv_heads))
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 Store::Gpu { fmt, layers }
             }
@@ -649,7 +645,7 @@ impl KvCache {
             return Ok(());
         };
         let l = &mut layers[layer];
-        let (slots, hwm) = l.plan_slots(t);
+        let (dest, hwm) = l.plan(t);
         if hwm > l.bufs.slots() {
             if hwm > u32::MAX as usize {
                 return Err(Error::TooLarge {
@@ -659,11 +655,11 @@ impl KvCache {
                 });
             }
             let (ks, vs) = gpu_slot_bytes(*fmt, h, d, dv)?;
-            let grown = g.kv_buffers(hwm.max(2 * l.bufs.slots()), ks, vs, Some(&l.bufs))?;
+            let grown = g.kv_buffers(hwm.max(2 * l.bufs.slots()), ks, vs, h, Some(&l.bufs))?;
             l.bufs = grown;
         }
-        g.kv_append(&l.bufs, *fmt, k, v, &slots)?;
-        l.occupy(&slots, p0 as u32);
+        g.kv_append(&l.bufs, *fmt, k, v, &dest)?;
+        l.occupy(&dest, p0 as u32);
         if let Eviction::Window { window, sinks } = eviction {
             l.evict_window(p0 as i64, window, sinks);
         }
@@ -693,28 +689,51 @@ impl KvCache {
         };
         let l = &mut layers[layer];
         if l.dirty {
-            g.kv_write_positions(&l.bufs, &l.pos)?;
+            g.kv_write_positions(&l.bufs, &l.cells)?;
             l.dirty = false;
         }
-        let out = if l.count == 0 || t_q == 0 {
-            Tensor::from_f32(&vec![0f32; t_q * h_q * dv], &[t_q, h_q, dv])?.to(&self.device)?
-        } else {
-            let shape = crate::attention::AttentionShape {
-                t_q,
-                h_q,
-                t_k: l.pos.len(),
-                h_kv,
-                d,
-                d_v: dv,
-            };
-            let p = AttentionParams {
-                key_positions: None,
-                ..params.clone()
-            };
-            g.kv_attend(&l.bufs, *fmt, q, &p, &shape, cache_window)?
+        let len = l.len();
+        if len == 0 || t_q == 0 {
+            return Tensor::from_f32(&vec![0f32; t_q * h_q * dv], &[t_q, h_q, dv])?
+                .to(&self.device);
+        }
+        // Which queries' probabilities the eviction policy needs.
+        let score_from = match self.cfg.eviction {
+            Eviction::HeavyHitter { .. } => Some(0),
+            Eviction::SnapKv {
+                budget, observe, ..
+            } if !l.snapped && t_q >= observe && len > budget => Some(t_q - observe),
+            _ => None,
         };
-        if let (Some((window, sinks)), true) = (cache_window, t_q > 0) {
-            l.evict_window((params.q_pos0 + t_q - 1) as i64, window, sinks);
+        let shape = crate::attention::AttentionShape {
+            t_q,
+            h_q,
+            t_k: l.slots(),
+            h_kv,
+            d,
+            d_v: dv,
+        };
+        let p = AttentionParams {
+            key_positions: None,
+            ..params.clone()
+        };
+        let (out, probs) = g.kv_attend(&l.bufs, *fmt, q, &p, &shape, cache_window, score_from)?;
+        match (self.cfg.eviction, probs) {
+            (Eviction::HeavyHitter { budget, recent }, Some(pr)) => {
+                l.evict_heavy_hitter(&pr, budget, recent)
+            }
+            (
+                Eviction::SnapKv {
+                    budget,
+                    observe,
+                    pool,
+                },
+                Some(pr),
+            ) => l.evict_snapkv(&pr, budget, observe, pool),
+            (Eviction::Window { window, sinks }, _) => {
+                l.evict_window((params.q_pos0 + t_q - 1) as i64, window, sinks)
+            }
+            _ => {}
         }
         Ok(out)
     }
@@ -730,7 +749,7 @@ impl KvCache {
                 .map(|h| h.len())
                 .max()
                 .unwrap_or(0),
-            Store::Gpu { layers, .. } => layers[layer].count,
+            Store::Gpu { layers, .. } => layers[layer].len(),
         })
     }
 
@@ -761,7 +780,11 @@ impl KvCache {
             Store::Cpu(layers) => layers[layer].heads[kv_head].positions().to_vec(),
             Store::Gpu { layers, .. } => {
                 let l = &layers[layer];
-                l.ordered_slots().into_iter().map(|s| l.pos[s]).collect()
+                let h = self.cfg.kv_heads;
+                l.ordered(kv_head)
+                    .into_iter()
+                    .map(|s| l.cells[s * h + kv_head])
+                    .collect()
             }
         })
     }
@@ -792,22 +815,26 @@ impl KvCache {
             }
             Store::Gpu { fmt, layers } => {
                 let l = &layers[layer];
-                let (kb, vb) = self.gpu()?.kv_read(&l.bufs, l.pos.len())?;
+                let (kb, vb) = self.gpu()?.kv_read(&l.bufs, l.slots())?;
                 let (ks, vs) = gpu_slot_bytes(*fmt, h, d, dv)?;
+                let (kc, vc) = (ks / h, vs / h);
                 let bad = |e| Error::DeviceLost(format!("KV cache bytes: {e}"));
-                for (i, s) in l.ordered_slots().into_iter().enumerate() {
-                    wattle_kernels::quant::dequantize(
-                        *fmt,
-                        &kb[s * ks..(s + 1) * ks],
-                        &mut k[i * h * d..(i + 1) * h * d],
-                    )
-                    .map_err(bad)?;
-                    wattle_kernels::quant::dequantize(
-                        *fmt,
-                        &vb[s * vs..(s + 1) * vs],
-                        &mut v[i * h * dv..(i + 1) * h * dv],
-                    )
-                    .map_err(bad)?;
+                for g in 0..h {
+                    for (i, s) in l.ordered(g).into_iter().enumerate() {
+                        let c = s * h + g;
+                        wattle_kernels::quant::dequantize(
+                            *fmt,
+                            &kb[c * kc..(c + 1) * kc],
+                            &mut k[(i * h + g) * d..(i * h + g + 1) * d],
+                        )
+                        .map_err(bad)?;
+                        wattle_kernels::quant::dequantize(
+                            *fmt,
+                            &vb[c * vc..(c + 1) * vc],
+                            &mut v[(i * h + g) * dv..(i * h + g + 1) * dv],
+                        )
+                        .map_err(bad)?;
+                    }
                 }
             }
         }
@@ -865,12 +892,7 @@ impl KvCache {
                     l.snapped = false;
                 }
             }
-            Store::Gpu { layers, .. } => {
-                for l in layers {
-                    l.retain(|_| false);
-                    l.next = 0;
-                }
-            }
+            Store::Gpu { layers, .. } => layers.iter_mut().for_each(|l| l.clear()),
         }
     }
 }

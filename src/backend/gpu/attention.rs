@@ -41,7 +41,9 @@ struct Params {
     qt: u32,
     cwin: u32,
     csinks: u32,
-    pad: [u32; 3],
+    pos_heads: u32,
+    score_from: u32,
+    pad: u32,
 }
 
 /// The define naming `dtype` for operand `which` (`Q`, `K` or `V`).
@@ -172,6 +174,21 @@ pub(crate) struct AttnOperands<'a> {
     pub kpos: Option<&'a wgpu::Buffer>,
     /// A KV cache's window eviction rule `(window, sinks)`.
     pub cache_window: Option<(usize, usize)>,
+    /// `kpos` holds one position per (key, KV head) cell (`j · h_kv + g`).
+    pub pos_heads: bool,
+    /// Keep the logits of queries `from..` in `lg` (`[(i − from) · h_q + head][t_k]`) and every
+    /// row's final max and sum in `stats` (`[t_q · h_q][2]`).
+    pub scores: Option<ScoreBufs<'a>>,
+}
+
+/// Where attention keeps what a KV cache's eviction scores are made of.
+pub(crate) struct ScoreBufs<'a> {
+    /// First scored query.
+    pub from: usize,
+    /// Kept logits.
+    pub lg: &'a wgpu::Buffer,
+    /// Row maxima and sums.
+    pub stats: &'a wgpu::Buffer,
 }
 
 impl GpuBackend {
@@ -212,6 +229,8 @@ impl GpuBackend {
             v: (single("values", vb, limit)?, v.dtype()),
             kpos: kpos.as_ref(),
             cache_window: None,
+            pos_heads: false,
+            scores: None,
         };
         let out = self.attention_buffers(&ops, params, s)?;
         Ok(Tensor::from_storage(
@@ -308,7 +327,12 @@ impl GpuBackend {
             qt: qt as u32,
             cwin: u32_of("cache window", cwin)?,
             csinks: u32_of("cache sinks", csinks)?,
-            pad: [0; 3],
+            pos_heads: u32::from(ops.pos_heads),
+            score_from: match &ops.scores {
+                Some(sb) => u32_of("scored query", sb.from)?,
+                None => u32::MAX,
+            },
+            pad: 0,
         };
         // Subgroup reductions need subgroups of at least 4 (at most WG / 4 per workgroup).
         let var = Variant {
@@ -339,6 +363,11 @@ impl GpuBackend {
                     &no_pos
                 }
             };
+            let no_scores = storage("attention no scores", &[0u8; 4]);
+            let (lg, stats) = match &ops.scores {
+                Some(sb) => (sb.lg, sb.stats),
+                None => (&no_scores, &no_scores),
+            };
             let sinks_buf = match &sinks {
                 Some(sk) if !sk.is_empty() => storage("attention sinks", bytemuck::cast_slice(sk)),
                 _ => storage("attention sinks", &[0u8; 4]),
@@ -365,12 +394,19 @@ impl GpuBackend {
                     (3, kpos),
                     (4, &part),
                     (5, &ubuf),
+                    (8, lg),
                 ]),
             });
             let merge_bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("attention merge"),
                 layout: &merge.layout,
-                entries: &entries(&[(4, &part), (5, &ubuf), (6, &sinks_buf), (7, obuf)]),
+                entries: &entries(&[
+                    (4, &part),
+                    (5, &ubuf),
+                    (6, &sinks_buf),
+                    (7, obuf),
+                    (9, stats),
+                ]),
             });
             let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("wattle attention"),

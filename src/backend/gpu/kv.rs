@@ -7,7 +7,7 @@
 //! first `n` slots read as an attention operand `[n, h_kv, dim]`. A third buffer holds each
 //! slot's position (`u32::MAX` for an empty slot, which attention skips).
 
-use super::attention::{single, AttnOperands};
+use super::attention::{single, AttnOperands, ScoreBufs};
 use super::buffer::{pad4, GpuBuffer};
 use super::pipeline::PipelineKey;
 use super::GpuBackend;
@@ -114,9 +114,20 @@ pub(crate) fn append_key(src: DType, fmt: DType) -> Result<PipelineKey> {
     ))
 }
 
-/// Every `kv_append` variant, for the naga translation test.
+/// The `kv_scores` pipeline key.
+fn scores_key() -> PipelineKey {
+    PipelineKey::new(
+        "kv_scores",
+        "kv_scores",
+        "kv_scores".into(),
+        vec![],
+        vec![("WG", WG)],
+    )
+}
+
+/// Every `kv_append` and `kv_scores` variant, for the naga translation test.
 pub(crate) fn all_keys() -> Vec<PipelineKey> {
-    let mut out = Vec::new();
+    let mut out = vec![scores_key()];
     for src in [DType::F32, DType::F16] {
         for fmt in [DType::F16, DType::Q8_0, DType::Q4_0] {
             if let Ok(k) = append_key(src, fmt) {
@@ -159,13 +170,14 @@ impl GpuBackend {
         Ok(b)
     }
 
-    /// Buffers for `slots` slots of `k_slot` and `v_slot` bytes, every position empty; with
-    /// `old`, its slots are copied over (growth).
+    /// Buffers for `slots` slots of `k_slot` and `v_slot` bytes and `h` position cells each,
+    /// every position empty; with `old`, its slots are copied over (growth).
     pub(crate) fn kv_buffers(
         &self,
         slots: usize,
         k_slot: usize,
         v_slot: usize,
+        h: usize,
         old: Option<&KvBuffers>,
     ) -> Result<KvBuffers> {
         let bytes = |per: usize| {
@@ -175,7 +187,7 @@ impl GpuBackend {
                 limit: self.ctx.chunk_limit(),
             })
         };
-        let (kb, vb, pb) = (bytes(k_slot)?, bytes(v_slot)?, bytes(4)?);
+        let (kb, vb, pb) = (bytes(k_slot)?, bytes(v_slot)?, bytes(4 * h)?);
         self.ctx.scoped("KV cache buffers", || {
             let new = KvBuffers {
                 k: self.kv_alloc("KV cache keys", kb)?,
@@ -201,7 +213,7 @@ impl GpuBackend {
                 for (from, to, n) in [
                     (&old.k, &new.k, old.slots * k_slot),
                     (&old.v, &new.v, old.slots * v_slot),
-                    (&old.pos, &new.pos, old.slots * 4),
+                    (&old.pos, &new.pos, old.slots * 4 * h),
                 ] {
                     let n = pad4(n as u64).min(from.chunks[0].buf.size());
                     if n > 0 {
@@ -214,16 +226,16 @@ impl GpuBackend {
         })
     }
 
-    /// Writes the positions of slots `0 .. pos.len()`.
+    /// Writes the positions of cells `0 .. pos.len()` (`slot · h_kv + head`).
     pub(crate) fn kv_write_positions(&self, bufs: &KvBuffers, pos: &[u32]) -> Result<()> {
         if pos.is_empty() {
             return Ok(());
         }
-        if pos.len() > bufs.slots {
+        if pos.len() * 4 > bufs.pos.len() {
             return Err(Error::InvalidArgument(format!(
-                "{} positions for {} KV cache slots",
+                "{} positions for {} KV cache cells",
                 pos.len(),
-                bufs.slots
+                bufs.pos.len() / 4
             )));
         }
         self.ctx
@@ -232,54 +244,61 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// Quantizes `k [t, h_kv, d]` and `v [t, h_kv, d_v]` (F32/F16 on this device) into the slots
-    /// `slots[i]` (token i) in format `fmt`.
+    /// Quantizes `k [t, h_kv, d]` and `v [t, h_kv, d_v]` (F32/F16 on this device) into the
+    /// cells `dest[i · h_kv + g]` (the slot of token i's head g) in format `fmt`.
     pub(crate) fn kv_append(
         &self,
         bufs: &KvBuffers,
         fmt: DType,
         k: &Tensor,
         v: &Tensor,
-        slots: &[u32],
+        dest: &[u32],
     ) -> Result<()> {
-        let (Some(&lo), Some(&hi)) = (slots.iter().min(), slots.iter().max()) else {
+        let h = k.shape().get(1).copied().unwrap_or(1).max(1);
+        let cell = |i: usize| dest[i] as usize * h + i % h;
+        let (Some(lo), Some(hi)) = (
+            (0..dest.len()).map(cell).min(),
+            (0..dest.len()).map(cell).max(),
+        ) else {
             return Ok(());
         };
-        if hi as usize >= bufs.slots {
+        if hi >= bufs.slots * h {
             return Err(Error::InvalidArgument(format!(
-                "KV cache slot {hi} of {}",
-                bufs.slots
+                "KV cache cell {hi} of {}",
+                bufs.slots * h
             )));
         }
-        let mut slot_tok = vec![EMPTY; (hi - lo + 1) as usize];
-        for (i, &s) in slots.iter().enumerate() {
-            slot_tok[(s - lo) as usize] = u32_of("token", i)?;
+        // Source row (token · h_kv + head) of each cell of the touched range.
+        let mut cell_src = vec![EMPTY; hi - lo + 1];
+        for i in 0..dest.len() {
+            cell_src[cell(i) - lo] = u32_of("row", i)?;
         }
         let limit = self.ctx.chunk_limit();
         self.ctx.scoped("KvCache::append", || {
             let dev = &self.ctx.device;
-            let tok_buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("KV cache slot tokens"),
-                contents: bytemuck::cast_slice(&slot_tok),
+            let src_buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("KV cache cell sources"),
+                contents: bytemuck::cast_slice(&cell_src),
                 usage: wgpu::BufferUsages::STORAGE,
             });
             let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("wattle KV append"),
             });
             let mut keep = Vec::new();
-            for (src, dst, per) in [(k, &bufs.k, bufs.k_slot), (v, &bufs.v, bufs.v_slot)] {
-                let n = src.shape().iter().skip(1).product::<usize>();
-                let byte_lo = lo as usize * per;
-                let byte_hi = (hi as usize + 1) * per;
+            for (src, dst, per_slot) in [(k, &bufs.k, bufs.k_slot), (v, &bufs.v, bufs.v_slot)] {
+                let per = per_slot / h;
+                let n = src.shape().get(2).copied().unwrap_or(0);
+                let byte_lo = lo * per;
+                let byte_hi = (hi + 1) * per;
                 let word_lo = byte_lo / 4;
                 let words = byte_hi.div_ceil(4) - word_lo;
                 u32_of("element", src.elem_count())?;
                 u32_of("byte", byte_hi + 3)?;
                 let p = Params {
                     n: u32_of("row", n)?,
-                    slot_bytes: u32_of("slot", per)?,
-                    slot_lo: lo,
-                    slots: slot_tok.len() as u32,
+                    slot_bytes: u32_of("cell", per)?,
+                    slot_lo: lo as u32,
+                    slots: cell_src.len() as u32,
                     word_lo: word_lo as u32,
                     words: words as u32,
                     pad: [0; 2],
@@ -305,7 +324,7 @@ impl GpuBackend {
                         },
                         wgpu::BindGroupEntry {
                             binding: 2,
-                            resource: tok_buf.as_entire_binding(),
+                            resource: src_buf.as_entire_binding(),
                         },
                         wgpu::BindGroupEntry {
                             binding: 3,
@@ -313,17 +332,7 @@ impl GpuBackend {
                         },
                     ],
                 });
-                let groups = words.div_ceil(WG as usize);
-                let max = self.ctx.limits.max_compute_workgroups_per_dimension.max(1) as usize;
-                let gx = groups.min(max);
-                let gy = groups.div_ceil(gx.max(1));
-                if gy > max {
-                    return Err(Error::TooLarge {
-                        what: "KV append workgroups".into(),
-                        needed: groups as u64,
-                        limit: (max * max) as u64,
-                    });
-                }
+                let (gx, gy) = self.kv_groups(words.div_ceil(WG as usize))?;
                 {
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: Some("wattle KV append"),
@@ -331,7 +340,7 @@ impl GpuBackend {
                     });
                     pass.set_pipeline(&pipeline.pipeline);
                     pass.set_bind_group(0, &bind, &[]);
-                    pass.dispatch_workgroups(gx as u32, gy as u32, 1);
+                    pass.dispatch_workgroups(gx, gy, 1);
                 }
                 keep.push((pipeline, bind, ubuf));
             }
@@ -340,8 +349,26 @@ impl GpuBackend {
         })
     }
 
+    /// `groups` workgroups as x and y counts within the per-dimension limit.
+    fn kv_groups(&self, groups: usize) -> Result<(u32, u32)> {
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension.max(1) as usize;
+        let gx = groups.clamp(1, max);
+        let gy = groups.div_ceil(gx);
+        if gy > max {
+            return Err(Error::TooLarge {
+                what: "KV cache workgroups".into(),
+                needed: groups as u64,
+                limit: (max * max) as u64,
+            });
+        }
+        Ok((gx as u32, gy as u32))
+    }
+
     /// Attention of `q [t_q, h_q, d]` over the first `shape.t_k` slots, the cache's window rule
-    /// applied in the kernel. Returns `[t_q, h_q, d_v]` F32 on this device.
+    /// applied in the kernel. Returns `[t_q, h_q, d_v]` F32 on this device and, with
+    /// `score_from`, each cell's softmax probability summed over the query heads of its group
+    /// and the queries `score_from..` (`[h_kv][t_k]`, read back for the eviction decision).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn kv_attend(
         &self,
         bufs: &KvBuffers,
@@ -350,21 +377,172 @@ impl GpuBackend {
         params: &AttentionParams,
         shape: &AttentionShape,
         cache_window: Option<(usize, usize)>,
-    ) -> Result<Tensor> {
+        score_from: Option<usize>,
+    ) -> Result<(Tensor, Option<Vec<f32>>)> {
         let limit = self.ctx.chunk_limit();
-        let ops = AttnOperands {
-            q: (gpu_buffer(q, "KvCache::attend queries", limit)?, q.dtype()),
-            k: (&bufs.k.chunks[0].buf, fmt),
-            v: (&bufs.v.chunks[0].buf, fmt),
-            kpos: Some(&bufs.pos.chunks[0].buf),
-            cache_window,
+        let qbuf = gpu_buffer(q, "KvCache::attend queries", limit)?;
+        let (t_q, h_q, t_k, h_kv) = (shape.t_q, shape.h_q, shape.t_k, shape.h_kv);
+        let Some(from) = score_from else {
+            let o = AttnOperands {
+                q: (qbuf, q.dtype()),
+                k: (&bufs.k.chunks[0].buf, fmt),
+                v: (&bufs.v.chunks[0].buf, fmt),
+                kpos: Some(&bufs.pos.chunks[0].buf),
+                cache_window,
+                pos_heads: true,
+                scores: None,
+            };
+            let out = self.attention_buffers(&o, params, shape)?;
+            return Ok((
+                Tensor::from_storage(
+                    Storage::Gpu(out),
+                    DType::F32,
+                    &[t_q, h_q, shape.d_v],
+                    q.device(),
+                ),
+                None,
+            ));
         };
-        let out = self.attention_buffers(&ops, params, shape)?;
-        Ok(Tensor::from_storage(
-            Storage::Gpu(out),
-            DType::F32,
-            &[shape.t_q, shape.h_q, shape.d_v],
-            q.device(),
+        // Queries in chunks whose kept logits fit one binding (and 2^24 values).
+        let per_query = h_q * t_k.max(1) * 4;
+        let qc = ((limit as usize).min(1 << 26) / per_query.max(1)).clamp(1, t_q.max(1));
+        let q_row = crate::tensor::storage_bytes(q.dtype(), &[h_q * shape.d])?;
+        let o_row = h_q * shape.d_v * 4;
+        let dev = &self.ctx.device;
+        let scratch = |label: &str, bytes: usize| {
+            dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: pad4(bytes.max(4) as u64),
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        };
+        let (out, acc) = self.ctx.scoped("KvCache::attend scores", || {
+            let out = self
+                .ctx
+                .alloc_rows("KV attend output", t_q * h_q, shape.d_v * 4)?;
+            let acc = self.ctx.alloc_rows("KV cache scores", h_kv, t_k * 4)?;
+            for b in [&out, &acc] {
+                if b.chunks.len() != 1 {
+                    return Err(Error::TooLarge {
+                        what: "KV attend output or scores in one binding".into(),
+                        needed: b.len() as u64,
+                        limit,
+                    });
+                }
+            }
+            let lg = scratch("KV cache kept logits", qc * per_query);
+            let stats = scratch("KV cache row statistics", qc * h_q * 8);
+            let qchunk = scratch("KV attend query chunk", qc * q_row);
+            let scores_pipe = self.pipelines.get(dev, &scores_key())?;
+            let mut c0 = 0;
+            while c0 < t_q {
+                let c1 = (c0 + qc).min(t_q);
+                let nq = c1 - c0;
+                let single = c0 == 0 && c1 == t_q;
+                if !single {
+                    let mut enc = dev.create_command_encoder(&Default::default());
+                    enc.copy_buffer_to_buffer(
+                        qbuf,
+                        (c0 * q_row) as u64,
+                        &qchunk,
+                        0,
+                        pad4((nq * q_row) as u64),
+                    );
+                    self.ctx.queue.submit([enc.finish()]);
+                }
+                let rel_from = from.max(c0) - c0;
+                let sub = AttentionShape { t_q: nq, ..*shape };
+                let p = AttentionParams {
+                    q_pos0: params.q_pos0 + c0,
+                    ..params.clone()
+                };
+                let o = AttnOperands {
+                    q: (if single { qbuf } else { &qchunk }, q.dtype()),
+                    k: (&bufs.k.chunks[0].buf, fmt),
+                    v: (&bufs.v.chunks[0].buf, fmt),
+                    kpos: Some(&bufs.pos.chunks[0].buf),
+                    cache_window,
+                    pos_heads: true,
+                    scores: (rel_from < nq).then_some(ScoreBufs {
+                        from: rel_from,
+                        lg: &lg,
+                        stats: &stats,
+                    }),
+                };
+                let part = self.attention_buffers(&o, &p, &sub)?;
+                let mut enc = dev.create_command_encoder(&Default::default());
+                enc.copy_buffer_to_buffer(
+                    &part.chunks[0].buf,
+                    0,
+                    &out.chunks[0].buf,
+                    (c0 * o_row) as u64,
+                    (nq * o_row) as u64,
+                );
+                if rel_from < nq {
+                    let sp: [u32; 8] = [
+                        t_k as u32,
+                        h_q as u32,
+                        h_kv as u32,
+                        (nq - rel_from) as u32,
+                        rel_from as u32,
+                        0,
+                        0,
+                        0,
+                    ];
+                    let ubuf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("KV scores params"),
+                        contents: bytemuck::cast_slice(&sp),
+                        usage: wgpu::BufferUsages::UNIFORM,
+                    });
+                    let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some("KV scores"),
+                        layout: &scores_pipe.layout,
+                        entries: &[
+                            wgpu::BindGroupEntry {
+                                binding: 0,
+                                resource: lg.as_entire_binding(),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 1,
+                                resource: stats.as_entire_binding(),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 2,
+                                resource: acc.chunks[0].buf.as_entire_binding(),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 3,
+                                resource: ubuf.as_entire_binding(),
+                            },
+                        ],
+                    });
+                    let (gx, gy) = self.kv_groups((h_kv * t_k).div_ceil(WG as usize))?;
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("wattle KV scores"),
+                        timestamp_writes: None,
+                    });
+                    pass.set_pipeline(&scores_pipe.pipeline);
+                    pass.set_bind_group(0, &bind, &[]);
+                    pass.dispatch_workgroups(gx, gy, 1);
+                }
+                self.ctx.queue.submit([enc.finish()]);
+                c0 = c1;
+            }
+            Ok((out, acc))
+        })?;
+        let bytes = acc.read_bytes()?;
+        let probs: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[..h_kv * t_k * 4]);
+        Ok((
+            Tensor::from_storage(
+                Storage::Gpu(out),
+                DType::F32,
+                &[t_q, h_q, shape.d_v],
+                q.device(),
+            ),
+            Some(probs),
         ))
     }
 

@@ -264,7 +264,7 @@ impl GpuBackend {
                     gate(log_decay, &[t, h], "log_decay", limit)?,
                 ),
             };
-            let scratch_bytes = (groups * 5 * CHUNK * dk * 4).max(4) as u64;
+            let scratch_bytes = (groups * 5 * ch * dk * 4).max(4) as u64;
             if scratch_bytes > limit {
                 return Err(Error::TooLarge {
                     what: "linear attention scratch in one storage binding".into(),
