@@ -1,12 +1,15 @@
 //! Profiles (hand-written, bad ones), predictions (interpolation/extrapolation numbers), plans
 //! against a brute-force search for every policy, and `rt.auto`.
 
+mod common;
+
 use std::time::Duration;
 use wattle::energy::Source;
 use wattle::sched::{
-    fingerprint, DeviceProfile, OpDesc, OpPoint, Policy, Profile, ProfileKind, Transfer,
+    fingerprint, kv_format_name, CalibrateOptions, DeviceProfile, OpDesc, OpPoint, Policy, Profile,
+    ProfileKind, Transfer,
 };
-use wattle::{DType, Error, Runtime, Tensor};
+use wattle::{DType, Error, KvFormat, Runtime, Tensor};
 
 const GOOD: &str = r#"{
   "wattle_profile": 1,
@@ -477,4 +480,209 @@ fn auto_refuses_a_stale_host() {
         rt.auto(&p, Policy::MinEnergy),
         Err(Error::Profile(_))
     ));
+}
+
+// ---- calibration ----
+
+/// A tiny calibration on every device: the CPU gets matmul, attention, linear attention and
+/// `KvCache` attend points (formats that do not take a head shape are skipped), GPUs — which have
+/// no KV caches or linear attention yet — get matmul and attention points and no error.
+#[test]
+fn tiny_calibration_covers_kv_attend_and_skips_what_a_device_lacks() {
+    let rt = Runtime::new().unwrap();
+    let devs = common::devices_under_test(&rt);
+    let kivi = |bits| KvFormat::Kivi {
+        bits,
+        group: 32,
+        residual: 16,
+    };
+    let formats = vec![
+        KvFormat::F16,
+        KvFormat::Q8_0,
+        KvFormat::Q4_0,
+        kivi(4),
+        kivi(2),
+    ];
+    let opts = CalibrateOptions {
+        dtypes: vec![DType::F32, DType::Q4_0],
+        shapes: vec![(1, 64, 64), (4, 64, 64)],
+        software_gpu_dtypes: vec![DType::F32],
+        software_gpu_shapes: vec![(1, 64, 64)],
+        attention: vec![(1, 4, 2, 32, 64)],
+        software_gpu_attention: vec![(1, 4, 2, 32, 64)],
+        attention_dtypes: vec![DType::F16],
+        linear_attention: vec![(4, 2, 16, 16)],
+        // d = 16: only F16 takes it (Q8_0/Q4_0 need 32, KIVI's group of 32 does not divide it).
+        kv_attend: vec![(64, 4, 2, 32), (48, 4, 2, 16)],
+        kv_formats: formats.clone(),
+        min_window: Duration::from_millis(1),
+        min_reps: 1,
+        idle: Duration::from_millis(1),
+        transfer_bytes: 64 << 10,
+        progress: false,
+        write: false,
+    };
+    let p = rt.calibrate(&opts).unwrap();
+    assert_eq!(p.devices.len(), devs.len());
+    let cpu = p.device("cpu").unwrap();
+    let count =
+        |d: &DeviceProfile, name: &str| d.ops.iter().filter(|o| o.op.op_name() == name).count();
+    assert_eq!(count(cpu, "matmul"), 4);
+    assert_eq!(count(cpu, "attention"), 1);
+    assert_eq!(count(cpu, "linear_attention"), 1);
+    assert_eq!(count(cpu, "kv_attend"), formats.len() + 1);
+    for f in &formats {
+        let name = kv_format_name(f);
+        let op = OpDesc::kv_attend(&name, 64, 4, 2, 32);
+        let pt = cpu.ops.iter().find(|o| o.op == op);
+        let pt = pt.unwrap_or_else(|| panic!("no point for {op}"));
+        assert!(pt.seconds > 0.0 && pt.seconds.is_finite() && pt.joules >= 0.0);
+    }
+    assert!(cpu
+        .ops
+        .iter()
+        .any(|o| o.op == OpDesc::kv_attend("f16", 48, 4, 2, 16)));
+    for d in p.devices.iter().filter(|d| d.kind == ProfileKind::Gpu) {
+        assert_eq!(count(d, "kv_attend"), 0, "{}", d.id);
+        assert_eq!(count(d, "linear_attention"), 0, "{}", d.id);
+        assert!(count(d, "matmul") >= 1, "{}", d.id);
+        assert!(d.transfer.bytes_per_s > 0.0, "{}", d.id);
+    }
+    // The profile is a valid file and plans a decode step with a KV-cache attend.
+    let again = Profile::from_json(&p.to_json()).unwrap();
+    assert_eq!(again.devices.len(), p.devices.len());
+    let plan = again
+        .plan(
+            &[
+                OpDesc::matmul(1, 64, 64, DType::F32),
+                OpDesc::kv_attend("q8_0", 200, 4, 2, 32),
+                OpDesc::matmul(1, 64, 64, DType::Q4_0),
+            ],
+            &Policy::MinLatency,
+        )
+        .unwrap();
+    assert_eq!(plan.placements()[1].device, "cpu");
+    assert!(plan.placements()[1].source <= Source::Extrapolated);
+}
+
+// ---- no panics on absurd input ----
+
+#[test]
+fn absurd_shapes_saturate_instead_of_overflowing() {
+    let huge = OpDesc::matmul(usize::MAX, usize::MAX, usize::MAX, DType::F32);
+    assert_eq!(huge.weight_bytes(), u64::MAX);
+    assert_eq!(huge.in_bytes(), u64::MAX);
+    assert_eq!(huge.out_bytes(), u64::MAX);
+    assert!(huge.flops().is_infinite() || huge.flops() > 1e50);
+    for op in [
+        OpDesc::attention(
+            usize::MAX,
+            usize::MAX,
+            1,
+            usize::MAX,
+            usize::MAX,
+            DType::F16,
+            0,
+        ),
+        OpDesc::linear_attention("retention", usize::MAX, usize::MAX, usize::MAX, usize::MAX),
+        OpDesc::kv_attend("kivi2", usize::MAX, usize::MAX, usize::MAX, usize::MAX),
+    ] {
+        assert_eq!(op.weight_bytes(), u64::MAX, "{op}");
+        assert_eq!(op.in_bytes(), u64::MAX, "{op}");
+        assert!(op.bytes() > 1e19, "{op}");
+    }
+    // A profile whose points have absurd shapes parses and plans without a panic.
+    let text = GOOD.replace(
+        "\"m\": 16, \"n\": 4096",
+        "\"m\": 18446744073709551615, \"n\": 18446744073709551615",
+    );
+    let p = Profile::from_json(&text).unwrap();
+    let pol = Policy::MinEnergy;
+    let big = OpDesc::matmul(1 << 40, 4096, 4096, DType::Q4_0);
+    let r = p.plan(&[big.clone(), big], &pol);
+    assert!(r.is_ok() || matches!(r, Err(Error::Profile(_))), "{r:?}");
+    // Weights that fit nowhere: a typed error.
+    let r = p.plan(
+        &[OpDesc::matmul(1, usize::MAX, usize::MAX, DType::Q4_0)],
+        &pol,
+    );
+    assert!(matches!(r, Err(Error::Profile(_))), "{r:?}");
+}
+
+#[test]
+fn out_of_range_policies_are_errors() {
+    for s in [
+        "budget=1e300s",
+        "budget=1e30",
+        "budget=-1ms",
+        "budget=nan",
+        "budget=inf",
+        "cap=0W",
+        "cap=nanW",
+        "budget=",
+        "cap=",
+    ] {
+        assert!(s.parse::<Policy>().is_err(), "{s}");
+    }
+}
+
+/// Profiles built in code skip the parser's checks: NaN, infinite and zero figures, a GPU with
+/// zero bandwidth. Planning, choosing and `rt.auto` answer (perhaps an error) and never panic.
+#[test]
+fn hand_built_garbage_profiles_do_not_panic() {
+    let rt = Runtime::with_backends("cpu").unwrap();
+    let mut p = host_profile(&rt);
+    for (i, v) in [f64::NAN, f64::INFINITY, 0.0, -1.0, f64::MAX]
+        .into_iter()
+        .enumerate()
+    {
+        let mut q = p.clone();
+        q.devices[0].ops[0].seconds = v;
+        q.devices[0].ops[1].joules = v;
+        q.devices[1].ops[0].seconds = v;
+        q.devices[1].transfer.bytes_per_s = if i % 2 == 0 { 0.0 } else { v };
+        q.devices[1].transfer.latency_s = v;
+        q.devices[0].idle_watts = v;
+        let op = OpDesc::matmul(4, 4096, 4096, DType::Q4_0);
+        for pol in [
+            Policy::MinEnergy,
+            Policy::MinLatency,
+            Policy::EnergyDelay,
+            Policy::LatencyBudget(Duration::from_micros(1)),
+            Policy::PowerCap(1.0),
+        ] {
+            let _ = q.plan(&[op.clone(), op.clone(), op.clone()], &pol);
+            let _ = q.choose(&op, &pol);
+            let _ = q
+                .plan(std::slice::from_ref(&op), &pol)
+                .map(|pl| pl.explain());
+        }
+        let _ = q.predict("cpu", &op);
+        let _ = q.cost_of(std::slice::from_ref(&op), &["gpu0"]);
+        if let Ok(auto) = rt.auto(&q, Policy::MinEnergy) {
+            let _ = auto.decide(&op);
+        }
+    }
+    // No devices at all, two hosts, no host: errors.
+    p.devices.truncate(1);
+    let mut two = p.clone();
+    two.devices.push(p.devices[0].clone());
+    two.devices[1].id = "cpu2".into();
+    let none = Profile {
+        system: serde_json::Value::Null,
+        devices: Vec::new(),
+    };
+    for q in [&two, &none] {
+        assert!(matches!(
+            q.plan(
+                &[OpDesc::matmul(1, 64, 64, DType::Q4_0)],
+                &Policy::MinEnergy
+            ),
+            Err(Error::Profile(_))
+        ));
+        assert!(matches!(
+            rt.auto(q, Policy::MinEnergy),
+            Err(Error::Profile(_))
+        ));
+    }
 }

@@ -1,5 +1,9 @@
 //! `rt.calibrate`: time and energy per device × op × dtype × shape, each device's transfer
 //! bandwidth, latency and idle power, written as a profile to the cache directory.
+//!
+//! Every device gets matmul, softmax attention, linear attention and `KvCache` decode attend
+//! points where it runs them: a device that does not run an op (a GPU has no linear attention or
+//! KV cache yet) gets no points for it, quietly, and the planner places that op elsewhere.
 
 use super::fingerprint::{fingerprint, machine_fingerprint, KERNEL_SOURCES_HASH};
 use super::op::OpDesc;
@@ -7,7 +11,10 @@ use super::profile::{DeviceProfile, OpPoint, Profile, ProfileKind, Transfer};
 use crate::device::Device;
 use crate::energy::{EnergyWindow, Meter, MeterKind, Source};
 use crate::error::Result;
-use crate::{AttentionParams, DType, LinearAttention, Runtime, Tensor};
+use crate::{
+    AttentionParams, DType, Error, Eviction, KvCache, KvCacheConfig, KvFormat, LinearAttention,
+    Runtime, Tensor,
+};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -23,12 +30,19 @@ pub struct CalibrateOptions {
     pub software_gpu_dtypes: Vec<DType>,
     /// Matmul shapes on software GPUs (keep them small: they are slow).
     pub software_gpu_shapes: Vec<(usize, usize, usize)>,
-    /// Attention shapes `(tq, hq, hkv, d, ctx)` and K/V dtypes (where attention runs).
+    /// Attention shapes `(tq, hq, hkv, d, ctx)` on the CPU and hardware GPUs.
     pub attention: Vec<(usize, usize, usize, usize, usize)>,
+    /// Attention shapes on software GPUs.
+    pub software_gpu_attention: Vec<(usize, usize, usize, usize, usize)>,
     /// K/V dtypes for attention.
     pub attention_dtypes: Vec<DType>,
-    /// Linear attention (retention) shapes `(t, h, dk, dv)`.
+    /// Linear attention (retention) shapes `(t, h, dk, dv)` (where linear attention runs).
     pub linear_attention: Vec<(usize, usize, usize, usize)>,
+    /// `KvCache` decode attend (one query token) shapes `(ctx, hq, hkv, d)`, on every device
+    /// that has KV caches.
+    pub kv_attend: Vec<(usize, usize, usize, usize)>,
+    /// KV cache formats for `kv_attend` (named in the profile as [`kv_format_name`] says).
+    pub kv_formats: Vec<KvFormat>,
     /// Each point runs at least this long (SPEC §9: ≥ 200 ms).
     pub min_window: Duration,
     /// Each point runs at least this many times (the median is over them).
@@ -90,8 +104,16 @@ impl Default for CalibrateOptions {
                 (64, 32, 8, 128, 512),
                 (512, 32, 8, 128, 512),
             ],
+            software_gpu_attention: vec![(1, 32, 8, 128, 512), (16, 32, 8, 128, 512)],
             attention_dtypes: vec![DType::F32, DType::F16, DType::Q8_0],
             linear_attention: vec![(1, 16, 64, 64), (64, 16, 64, 64), (512, 16, 128, 128)],
+            kv_attend: vec![
+                (512, 32, 8, 128),
+                (4096, 32, 8, 128),
+                (16384, 32, 8, 128),
+                (32768, 32, 8, 128),
+            ],
+            kv_formats: all_kv_formats(),
             min_window: Duration::from_millis(200),
             min_reps: 5,
             idle: Duration::from_secs(1),
@@ -114,6 +136,8 @@ impl CalibrateOptions {
                 DType::Q8_0,
                 DType::Q4_0,
                 DType::Q4_1,
+                DType::Q4_K,
+                DType::Q6_K,
             ],
             shapes: vec![
                 (1, 576, 576),
@@ -139,8 +163,11 @@ impl CalibrateOptions {
                 (1, 32, 8, 128, 4096),
                 (64, 32, 8, 128, 512),
             ],
+            software_gpu_attention: vec![(1, 32, 8, 128, 512)],
             attention_dtypes: vec![DType::F32, DType::F16],
             linear_attention: vec![(1, 16, 64, 64), (64, 16, 64, 64)],
+            kv_attend: vec![(512, 32, 8, 128), (4096, 32, 8, 128)],
+            kv_formats: all_kv_formats(),
             min_window: Duration::from_millis(200),
             min_reps: 3,
             idle: Duration::from_millis(300),
@@ -149,6 +176,39 @@ impl CalibrateOptions {
             write: true,
         }
     }
+}
+
+/// Every KV cache format: F16, Q8_0, Q4_0, KIVI-4 and KIVI-2 (groups of 32, 128 residual
+/// tokens, as `wattle bench --suite kv` measures them).
+fn all_kv_formats() -> Vec<KvFormat> {
+    let kivi = |bits| KvFormat::Kivi {
+        bits,
+        group: 32,
+        residual: 128,
+    };
+    vec![
+        KvFormat::F16,
+        KvFormat::Q8_0,
+        KvFormat::Q4_0,
+        kivi(4),
+        kivi(2),
+    ]
+}
+
+/// The name of a KV cache format in profiles (`kv_attend`'s `format`): `f16`, `q8_0`, `q4_0`,
+/// `kivi4`, `kivi2`.
+pub fn kv_format_name(f: &KvFormat) -> String {
+    match f {
+        KvFormat::F16 => "f16".into(),
+        KvFormat::Q8_0 => "q8_0".into(),
+        KvFormat::Q4_0 => "q4_0".into(),
+        KvFormat::Kivi { bits, .. } => format!("kivi{bits}"),
+    }
+}
+
+/// An op the device does not run (a dtype it lacks, a GPU without KV caches): no point.
+fn not_run_here(e: &Error) -> bool {
+    matches!(e, Error::UnsupportedDType { .. } | Error::NotAvailable(_))
 }
 
 /// Where `rt.calibrate` writes the profile of `devices`:
@@ -277,6 +337,104 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// What one device is calibrated on.
+struct DeviceSet<'a> {
+    dtypes: &'a [DType],
+    shapes: &'a [(usize, usize, usize)],
+    attention: &'a [(usize, usize, usize, usize, usize)],
+    /// Whether the device has KV caches (`KvCache::new` succeeds there).
+    kv: bool,
+}
+
+impl DeviceSet<'_> {
+    fn steps(&self, opts: &CalibrateOptions) -> usize {
+        self.dtypes.len() * self.shapes.len()
+            + self.attention.len() * opts.attention_dtypes.len()
+            + opts.linear_attention.len()
+            + if self.kv {
+                opts.kv_attend.len() * opts.kv_formats.len()
+            } else {
+                0
+            }
+    }
+}
+
+fn device_set<'a>(
+    rt: &Runtime,
+    dev: &Device,
+    soft: bool,
+    opts: &'a CalibrateOptions,
+) -> DeviceSet<'a> {
+    let (dtypes, shapes, attention) = if soft {
+        (
+            &opts.software_gpu_dtypes[..],
+            &opts.software_gpu_shapes[..],
+            &opts.software_gpu_attention[..],
+        )
+    } else {
+        (&opts.dtypes[..], &opts.shapes[..], &opts.attention[..])
+    };
+    DeviceSet {
+        dtypes,
+        shapes,
+        attention,
+        kv: KvCache::new(rt, dev, KvCacheConfig::default()).is_ok(),
+    }
+}
+
+/// Keeps a measured point; drops an op the device does not run; fails on anything else.
+fn keep(ops: &mut Vec<OpPoint>, op: OpDesc, r: Result<(f64, f64, Source)>) -> Result<()> {
+    match r {
+        Ok((seconds, joules, source)) => {
+            ops.push(OpPoint {
+                op,
+                seconds,
+                joules,
+                source,
+            });
+            Ok(())
+        }
+        Err(e) if not_run_here(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A KV cache of `fmt` on `dev` holding `ctx` tokens of `hkv` heads of dimension `d`, filled in
+/// chunks (as a prefill would).
+fn filled_cache(
+    rt: &Runtime,
+    dev: &Device,
+    fmt: KvFormat,
+    ctx: usize,
+    hkv: usize,
+    d: usize,
+) -> Result<KvCache> {
+    let mut cache = KvCache::new(
+        rt,
+        dev,
+        KvCacheConfig {
+            layers: 1,
+            kv_heads: hkv,
+            head_dim: d,
+            v_head_dim: None,
+            format: fmt,
+            eviction: Eviction::None,
+            capacity: Some(ctx),
+        },
+    )?;
+    const CHUNK: usize = 1024;
+    let mut done = 0;
+    while done < ctx {
+        let t = CHUNK.min(ctx - done);
+        let seed = 11 + done as u64;
+        let k = Tensor::from_f32(&values(t * hkv * d, seed), &[t, hkv, d])?.to(dev)?;
+        let v = Tensor::from_f32(&values(t * hkv * d, seed ^ 0x55), &[t, hkv, d])?.to(dev)?;
+        cache.append(0, &k, &v)?;
+        done += t;
+    }
+    Ok(cache)
+}
+
 pub(crate) fn calibrate(rt: &Runtime, opts: &CalibrateOptions) -> Result<Profile> {
     let devices = rt.devices();
     let meters = rt.meters();
@@ -293,21 +451,14 @@ pub(crate) fn calibrate(rt: &Runtime, opts: &CalibrateOptions) -> Result<Profile
             (d.clone(), id, !d.is_cpu() && d.info().software)
         })
         .collect();
+    let sets: Vec<DeviceSet<'_>> = plan
+        .iter()
+        .map(|(d, _, soft)| device_set(rt, d, *soft, opts))
+        .collect();
     let total: usize = plan
         .iter()
-        .map(|(d, _, soft)| {
-            let mm = if *soft {
-                opts.software_gpu_dtypes.len() * opts.software_gpu_shapes.len()
-            } else {
-                opts.dtypes.len() * opts.shapes.len()
-            };
-            let extra = if d.is_cpu() {
-                opts.attention.len() * opts.attention_dtypes.len() + opts.linear_attention.len()
-            } else {
-                2
-            };
-            1 + mm + extra
-        })
+        .zip(&sets)
+        .map(|((d, _, _), set)| 1 + if d.is_cpu() { 0 } else { 2 } + set.steps(opts))
         .sum();
     let mut prog = Progress {
         on: opts.progress,
@@ -316,7 +467,7 @@ pub(crate) fn calibrate(rt: &Runtime, opts: &CalibrateOptions) -> Result<Profile
         start: Instant::now(),
     };
     let mut out = Vec::new();
-    for (dev, id, soft) in &plan {
+    for ((dev, id, soft), set) in plan.iter().zip(&sets) {
         let dm = meters_for(&meters, dev);
         // Idle power first, reported apart.
         prog.step(&format!("{id}: idle power"));
@@ -350,81 +501,98 @@ pub(crate) fn calibrate(rt: &Runtime, opts: &CalibrateOptions) -> Result<Profile
             }
         };
         let mut ops = Vec::new();
-        let (dtypes, shapes) = if *soft {
-            (&opts.software_gpu_dtypes, &opts.software_gpu_shapes)
-        } else {
-            (&opts.dtypes, &opts.shapes)
-        };
-        for &dt in dtypes {
-            for &(m, n, k) in shapes {
+        for &dt in set.dtypes {
+            // The weight of the previous shape, reused while (n, k) stays the same.
+            let mut weight: Option<((usize, usize), Tensor)> = None;
+            for &(m, n, k) in set.shapes {
                 prog.step(&format!("{id}: matmul {dt} {m}×{n}×{k}"));
                 if k % dt.block_size() != 0 {
                     continue;
                 }
-                let w = Tensor::from_f32(&values(n * k, 3), &[n, k])?
-                    .quantize(dt)?
-                    .to(dev)?;
+                let w = match weight.take() {
+                    Some((nk, w)) if nk == (n, k) => w,
+                    _ => {
+                        let w = Tensor::from_f32(&values(n * k, 3), &[n, k])?.quantize(dt);
+                        match w.and_then(|w| w.to(dev)) {
+                            Ok(w) => w,
+                            Err(e) if not_run_here(&e) => continue,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                };
                 let x = Tensor::from_f32(&values(m * k, 4), &[m, k])?.to(dev)?;
                 let r = measure(dev, &dm, opts, &mut || rt.matmul(&x, &w).map(drop));
-                match r {
-                    Ok((s, j, src)) => ops.push(OpPoint {
-                        op: OpDesc::matmul(m, n, k, dt),
-                        seconds: s,
-                        joules: j,
-                        source: src,
-                    }),
-                    // A dtype this device does not run: no point (the planner skips it there).
-                    Err(crate::Error::UnsupportedDType { .. }) => {}
-                    Err(e) => return Err(e),
-                }
+                keep(&mut ops, OpDesc::matmul(m, n, k, dt), r)?;
+                weight = Some(((n, k), w));
             }
         }
-        if dev.is_cpu() {
-            for &kv in &opts.attention_dtypes {
-                for &(tq, hq, hkv, d, ctx) in &opts.attention {
-                    prog.step(&format!("{id}: attention {kv} tq={tq} ctx={ctx}"));
-                    let q = Tensor::from_f32(&values(tq * hq * d, 5), &[tq, hq, d])?;
-                    let k = Tensor::from_f32(&values(ctx * hkv * d, 6), &[ctx, hkv, d])?
-                        .quantize(kv)?;
-                    let v = Tensor::from_f32(&values(ctx * hkv * d, 7), &[ctx, hkv, d])?
-                        .quantize(kv)?;
+        for &kv in &opts.attention_dtypes {
+            for &(tq, hq, hkv, d, ctx) in set.attention {
+                prog.step(&format!("{id}: attention {kv} tq={tq} ctx={ctx}"));
+                let q = Tensor::from_f32(&values(tq * hq * d, 5), &[tq, hq, d])?.to(dev)?;
+                let qk = |seed| {
+                    Tensor::from_f32(&values(ctx * hkv * d, seed), &[ctx, hkv, d])?
+                        .quantize(kv)?
+                        .to(dev)
+                };
+                let (k, v) = match qk(6).and_then(|k| Ok((k, qk(7)?))) {
+                    Ok(kv) => kv,
+                    Err(e) if not_run_here(&e) => continue,
+                    Err(e) => return Err(e),
+                };
+                let p = AttentionParams {
+                    q_pos0: ctx.saturating_sub(tq),
+                    ..AttentionParams::causal()
+                };
+                let r = measure(dev, &dm, opts, &mut || {
+                    rt.attention(&q, &k, &v, &p).map(drop)
+                });
+                keep(&mut ops, OpDesc::attention(tq, hq, hkv, d, ctx, kv, 0), r)?;
+            }
+        }
+        for &(t, h, dk, dv) in &opts.linear_attention {
+            prog.step(&format!("{id}: linear_attention retention t={t}"));
+            let q = Tensor::from_f32(&values(t * h * dk, 8), &[t, h, dk])?.to(dev)?;
+            let k = Tensor::from_f32(&values(t * h * dk, 9), &[t, h, dk])?.to(dev)?;
+            let v = Tensor::from_f32(&values(t * h * dv, 10), &[t, h, dv])?.to(dev)?;
+            let kind = LinearAttention::Retention {
+                gamma: vec![0.95; h],
+            };
+            let r = measure(dev, &dm, opts, &mut || {
+                rt.linear_attention(&q, &k, &v, &kind, None).map(drop)
+            });
+            keep(
+                &mut ops,
+                OpDesc::linear_attention("retention", t, h, dk, dv),
+                r,
+            )?;
+        }
+        if set.kv {
+            for fmt in &opts.kv_formats {
+                let name = kv_format_name(fmt);
+                for &(ctx, hq, hkv, d) in &opts.kv_attend {
+                    prog.step(&format!("{id}: kv_attend {name} ctx={ctx}"));
+                    if ctx == 0 {
+                        continue;
+                    }
+                    let mut cache = match filled_cache(rt, dev, *fmt, ctx, hkv, d) {
+                        Ok(c) => c,
+                        // A format or head shape the cache does not take: no point.
+                        Err(
+                            Error::UnsupportedDType { .. }
+                            | Error::NotAvailable(_)
+                            | Error::BadBlockAlignment { .. }
+                            | Error::InvalidArgument(_),
+                        ) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    let q = Tensor::from_f32(&values(hq * d, 12), &[1, hq, d])?.to(dev)?;
                     let p = AttentionParams {
-                        q_pos0: ctx.saturating_sub(tq),
+                        q_pos0: ctx - 1,
                         ..AttentionParams::causal()
                     };
-                    match measure(dev, &dm, opts, &mut || {
-                        rt.attention(&q, &k, &v, &p).map(drop)
-                    }) {
-                        Ok((s, j, src)) => ops.push(OpPoint {
-                            op: OpDesc::attention(tq, hq, hkv, d, ctx, kv, 0),
-                            seconds: s,
-                            joules: j,
-                            source: src,
-                        }),
-                        Err(crate::Error::UnsupportedDType { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            for &(t, h, dk, dv) in &opts.linear_attention {
-                prog.step(&format!("{id}: linear_attention retention t={t}"));
-                let q = Tensor::from_f32(&values(t * h * dk, 8), &[t, h, dk])?;
-                let k = Tensor::from_f32(&values(t * h * dk, 9), &[t, h, dk])?;
-                let v = Tensor::from_f32(&values(t * h * dv, 10), &[t, h, dv])?;
-                let kind = LinearAttention::Retention {
-                    gamma: vec![0.95; h],
-                };
-                match measure(dev, &dm, opts, &mut || {
-                    rt.linear_attention(&q, &k, &v, &kind, None).map(drop)
-                }) {
-                    Ok((s, j, src)) => ops.push(OpPoint {
-                        op: OpDesc::linear_attention("retention", t, h, dk, dv),
-                        seconds: s,
-                        joules: j,
-                        source: src,
-                    }),
-                    Err(crate::Error::UnsupportedDType { .. }) => {}
-                    Err(e) => return Err(e),
+                    let r = measure(dev, &dm, opts, &mut || cache.attend(0, &q, &p).map(drop));
+                    keep(&mut ops, OpDesc::kv_attend(&name, ctx, hq, hkv, d), r)?;
                 }
             }
         }

@@ -22,7 +22,7 @@ mod profile;
 mod runtime_ext;
 
 pub use auto::Auto;
-pub use calibrate::{profile_path, CalibrateOptions};
+pub use calibrate::{kv_format_name, profile_path, CalibrateOptions};
 pub use fingerprint::{fingerprint, machine_fingerprint, KERNEL_SOURCES_HASH};
 pub use op::OpDesc;
 pub use plan::{Choice, Placement, Plan, Policy};

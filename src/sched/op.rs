@@ -163,8 +163,8 @@ impl OpDesc {
                 window,
                 kv_dtype,
                 ..
-            } => 2.0 * visible(ctx, window) as f64 * hkv as f64 * d as f64 * elem_bytes(kv_dtype),
-            OpDesc::LinearAttention { h, dk, dv, .. } => 2.0 * (h * dk * dv * 4) as f64,
+            } => 2.0 * prod(&[visible(ctx, window), hkv, d]) * elem_bytes(kv_dtype),
+            OpDesc::LinearAttention { h, dk, dv, .. } => 2.0 * prod(&[h, dk, dv]) * 4.0,
             _ => self.weight_bytes() as f64,
         };
         resident + self.in_bytes() as f64 + self.out_bytes() as f64
@@ -172,48 +172,56 @@ impl OpDesc {
 
     /// Bytes that stay on the device the op runs on (weights, a KV cache, a recurrent state):
     /// they count against its `memory_bytes`.
+    ///
+    /// Sizes are products in f64 (a cast saturates), so absurd shapes from a hand-written profile
+    /// give huge counts rather than an overflow.
     pub fn weight_bytes(&self) -> u64 {
-        match self {
-            OpDesc::Matmul { n, k, dtype, .. } => {
-                (*n as f64 * *k as f64 * elem_bytes(*dtype)) as u64
-            }
+        (match self {
+            OpDesc::Matmul { n, k, dtype, .. } => prod(&[*n, *k]) * elem_bytes(*dtype),
             OpDesc::Attention {
                 hkv,
                 d,
                 ctx,
                 kv_dtype,
                 ..
-            } => (2.0 * (*ctx * *hkv * *d) as f64 * elem_bytes(*kv_dtype)) as u64,
-            OpDesc::LinearAttention { h, dk, dv, .. } => (h * dk * dv * 4) as u64,
+            } => 2.0 * prod(&[*ctx, *hkv, *d]) * elem_bytes(*kv_dtype),
+            OpDesc::LinearAttention { h, dk, dv, .. } => prod(&[*h, *dk, *dv]) * 4.0,
             OpDesc::KvAttend {
                 format,
                 ctx,
                 hkv,
                 d,
                 ..
-            } => (2.0 * (*ctx * *hkv * *d) as f64 * format_bytes(format)) as u64,
-        }
+            } => 2.0 * prod(&[*ctx, *hkv, *d]) * format_bytes(format),
+        }) as u64
     }
 
     /// F32 activation bytes the op takes from the previous op (a matmul reads `m·k·4`).
     pub fn in_bytes(&self) -> u64 {
         (match *self {
-            OpDesc::Matmul { m, k, .. } => m * k,
-            OpDesc::Attention { tq, hq, d, .. } => tq * hq * d,
-            OpDesc::LinearAttention { t, h, dk, dv, .. } => t * h * (2 * dk + dv),
-            OpDesc::KvAttend { hq, d, .. } => hq * d,
-        } * 4) as u64
+            OpDesc::Matmul { m, k, .. } => prod(&[m, k]),
+            OpDesc::Attention { tq, hq, d, .. } => prod(&[tq, hq, d]),
+            OpDesc::LinearAttention { t, h, dk, dv, .. } => {
+                prod(&[t, h]) * (2.0 * dk as f64 + dv as f64)
+            }
+            OpDesc::KvAttend { hq, d, .. } => prod(&[hq, d]),
+        } * 4.0) as u64
     }
 
     /// F32 activation bytes the op writes (a matmul writes `m·n·4`).
     pub fn out_bytes(&self) -> u64 {
         (match *self {
-            OpDesc::Matmul { m, n, .. } => m * n,
-            OpDesc::Attention { tq, hq, d, .. } => tq * hq * d,
-            OpDesc::LinearAttention { t, h, dv, .. } => t * h * dv,
-            OpDesc::KvAttend { hq, d, .. } => hq * d,
-        } * 4) as u64
+            OpDesc::Matmul { m, n, .. } => prod(&[m, n]),
+            OpDesc::Attention { tq, hq, d, .. } => prod(&[tq, hq, d]),
+            OpDesc::LinearAttention { t, h, dv, .. } => prod(&[t, h, dv]),
+            OpDesc::KvAttend { hq, d, .. } => prod(&[hq, d]),
+        } * 4.0) as u64
     }
+}
+
+/// The product of dimensions in f64 (never overflows).
+fn prod(dims: &[usize]) -> f64 {
+    dims.iter().map(|&x| x as f64).product()
 }
 
 fn visible(ctx: usize, window: usize) -> usize {

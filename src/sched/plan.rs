@@ -54,7 +54,9 @@ impl std::str::FromStr for Policy {
                     if !(v.is_finite() && v >= 0.0) {
                         return Err(err());
                     }
-                    Policy::LatencyBudget(Duration::from_secs_f64(v * scale))
+                    Policy::LatencyBudget(
+                        Duration::try_from_secs_f64(v * scale).map_err(|_| err())?,
+                    )
                 } else if let Some(c) = l.strip_prefix("cap=") {
                     let v: f64 = c.trim_end_matches('w').trim().parse().map_err(|_| err())?;
                     if !(v.is_finite() && v > 0.0) {
