@@ -26,6 +26,11 @@ pub struct PlanArgs {
     /// Prefill tokens.
     #[arg(long, default_value_t = 512, value_name = "N")]
     prefill: usize,
+    /// KV cache format of the decode token's attention (f16, q8_0, q4_0, kivi4, kivi2): decode
+    /// attends through a `KvCache` (a `kv_attend` op) when the profile has points of that format,
+    /// else as softmax attention over F16 K/V.
+    #[arg(long, default_value = "f16", value_name = "FORMAT")]
+    kv: String,
     /// Print every op (explain) instead of one line per layer.
     #[arg(long)]
     explain: bool,
@@ -91,15 +96,21 @@ fn read_model(path: &PathBuf) -> Result<Model, String> {
 }
 
 /// The chain of a forward pass over `m` tokens at context `ctx`, with the layer of each op.
-fn chain(model: &Model, m: usize, ctx: usize) -> Vec<(usize, OpDesc)> {
+/// With `kv`, attention is a `KvCache` attend of that format (decode, as the reference decoder
+/// runs it); else softmax attention over F16 K/V.
+fn chain(model: &Model, m: usize, ctx: usize, kv: Option<&str>) -> Vec<(usize, OpDesc)> {
     let mut ops = Vec::new();
     for (i, l) in model.layers.iter().enumerate() {
         for (name, dt, n, k) in l {
             ops.push((i, OpDesc::matmul(m, *n, *k, *dt)));
             if name == "attn_v" {
+                let (hq, hkv, d) = (model.hq, model.hkv, model.head_dim);
                 ops.push((
                     i,
-                    OpDesc::attention(m, model.hq, model.hkv, model.head_dim, ctx, DType::F16, 0),
+                    match kv {
+                        Some(f) => OpDesc::kv_attend(f, ctx, hq, hkv, d),
+                        None => OpDesc::attention(m, hq, hkv, d, ctx, DType::F16, 0),
+                    },
                 ));
             }
         }
@@ -218,15 +229,31 @@ pub fn run(a: PlanArgs) -> Result<(), String> {
         model.head_dim,
         policy
     );
+    let kv = a.kv.to_ascii_lowercase();
+    let has_kv = p.devices.iter().any(|d| {
+        d.ops
+            .iter()
+            .any(|o| o.op.op_name() == "kv_attend" && o.op.dtype_key().eq_ignore_ascii_case(&kv))
+    });
+    let decode_attn = if has_kv {
+        format!("attention through a {kv} KvCache")
+    } else {
+        format!("softmax attention on F16 K/V: the profile has no kv_attend {kv} point")
+    };
     for (label, m, tokens) in [
-        (format!("decode: 1 token at context {}", a.ctx), 1, 1),
+        (
+            format!("decode: 1 token at context {}, {decode_attn}", a.ctx),
+            1,
+            1,
+        ),
         (
             format!("prefill: {} tokens", a.prefill),
             a.prefill,
             a.prefill,
         ),
     ] {
-        let ops = chain(&model, m, if m == 1 { a.ctx } else { a.prefill });
+        let kv_op = (m == 1 && has_kv).then_some(kv.as_str());
+        let ops = chain(&model, m, if m == 1 { a.ctx } else { a.prefill }, kv_op);
         let descs: Vec<OpDesc> = ops.iter().map(|(_, o)| o.clone()).collect();
         let plan = p.plan(&descs, &policy).map_err(|e| e.to_string())?;
         print_plan(
