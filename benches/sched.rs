@@ -1,12 +1,14 @@
 //! The decision overhead of `rt.auto` on its hot path (SPEC §9: < 1 µs): a cached shape-bucket
-//! lookup, for a matmul and an attention op, plus a cold 30-layer plan for scale.
+//! lookup, for a matmul and an attention op; a whole `auto.matmul` next to `rt.matmul` on a small
+//! decode matmul (the difference is everything `auto` adds: decision and device copies); plus a
+//! cold 30-layer plan for scale.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use wattle::energy::Source;
 use wattle::sched::{
     fingerprint, DeviceProfile, OpDesc, OpPoint, Policy, Profile, ProfileKind, Transfer,
 };
-use wattle::{DType, Runtime};
+use wattle::{DType, Runtime, Tensor};
 
 fn profile(rt: &Runtime) -> Profile {
     let cpu = rt.cpu();
@@ -71,6 +73,20 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("attention_hot", |b| {
         b.iter(|| auto.decide(black_box(&at)).map(|d| d.id()))
+    });
+    g.finish();
+    // A decode matmul small enough that the wrapper's cost shows: 1×256×256 Q4_0.
+    let w = Tensor::from_f32(&vec![0.5; 256 * 256], &[256, 256])
+        .and_then(|w| w.quantize(DType::Q4_0))
+        .expect("weight");
+    let x = Tensor::from_f32(&vec![1.0; 256], &[1, 256]).expect("x");
+    auto.matmul(&x, &w).expect("auto matmul");
+    let mut g = c.benchmark_group("matmul_1x256x256_q4_0");
+    g.bench_function("rt_matmul", |b| {
+        b.iter(|| rt.matmul(black_box(&x), black_box(&w)).map(drop))
+    });
+    g.bench_function("auto_matmul", |b| {
+        b.iter(|| auto.matmul(black_box(&x), black_box(&w)).map(drop))
     });
     g.finish();
     let chain: Vec<OpDesc> = (0..30 * 7)
