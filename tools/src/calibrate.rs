@@ -123,6 +123,9 @@ pub struct CheckRow {
     pub predicted: Option<(f64, Source)>,
     /// Measured median seconds of `rt.matmul` on the CPU (Err: it could not run).
     pub measured: Result<f64, String>,
+    /// Cores the process kept busy while it was measured (CPU time over wall time): well below
+    /// the pool's threads means the measurement did not get the whole CPU.
+    pub cores: Option<f64>,
     /// The device the profile chooses under min-energy and min-latency (decode rows only).
     pub chosen: Option<(String, String)>,
 }
@@ -145,22 +148,39 @@ impl CheckRow {
     }
 }
 
-/// Median seconds of `f` over at least `reps` calls and `window`, after one warm-up call.
+/// CPU seconds (user + system) this process has used (Linux `/proc/self/stat`; None elsewhere).
+fn process_cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = s.get(s.rfind(')')? + 1..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0) // USER_HZ is 100 on every Linux ABI
+}
+
+/// Median seconds of `f` over at least `reps` calls and `window`, after one warm-up call, and
+/// the cores the process kept busy meanwhile (CPU time over wall time; None when unknown).
 fn time_median(
     reps: usize,
     window: Duration,
     f: &mut dyn FnMut() -> wattle::Result<()>,
-) -> wattle::Result<f64> {
+) -> wattle::Result<(f64, Option<f64>)> {
     f()?;
     let mut times = Vec::new();
+    let cpu0 = process_cpu_seconds();
     let start = Instant::now();
     while times.len() < reps.max(1) || start.elapsed() < window {
         let t = Instant::now();
         f()?;
         times.push(t.elapsed().as_secs_f64());
     }
+    let wall = start.elapsed().as_secs_f64();
+    let cores = match (cpu0, process_cpu_seconds()) {
+        (Some(a), Some(b)) if wall > 0.0 => Some((b - a) / wall),
+        _ => None,
+    };
     times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok((times[times.len() / 2], cores))
 }
 
 /// Deterministic values in [-1, 1).
@@ -202,13 +222,17 @@ pub fn check_rows(
         for &m in ms {
             let op = OpDesc::matmul(m, n, k, dt);
             let predicted = profile.predict(&host, &op).map(|p| (p.seconds, p.source));
-            let measured = weight.clone().and_then(|w| {
+            let timed = weight.clone().and_then(|w| {
                 let x = Tensor::from_f32(&values(m * k, 2), &[m, k])
                     .and_then(|x| x.to(&cpu))
                     .map_err(|e| e.to_string())?;
                 time_median(reps, window, &mut || rt.matmul(&x, &w).map(drop))
                     .map_err(|e| e.to_string())
             });
+            let (measured, cores) = match timed {
+                Ok((t, c)) => (Ok(t), c),
+                Err(e) => (Err(e), None),
+            };
             let chosen = (m == 1).then(|| {
                 let pick = |pol: Policy| {
                     profile
@@ -222,6 +246,7 @@ pub fn check_rows(
                 op,
                 predicted,
                 measured,
+                cores,
                 chosen,
             });
         }
@@ -234,11 +259,12 @@ pub fn check_table(rows: &[CheckRow], host: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<6} {:<16} {:>13} {:>13} {:>7}  {:<6} {:<12} {:<10} {:<11}",
+        "{:<6} {:<16} {:>13} {:>13} {:>6} {:>7}  {:<6} {:<12} {:<10} {:<11}",
         "dtype",
         "m×n×k",
         "predicted ms",
         "measured ms",
+        "cores",
         "ratio",
         "1.5×",
         "source",
@@ -262,13 +288,18 @@ pub fn check_table(rows: &[CheckRow], host: &str) -> String {
             .map(|x| format!("{x:.2}×"))
             .unwrap_or_else(|| "-".into());
         let (e, l) = r.chosen.clone().unwrap_or_else(|| ("-".into(), "-".into()));
+        let cores = r
+            .cores
+            .map(|c| format!("{c:.2}"))
+            .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             s,
-            "{:<6} {:<16} {:>13} {:>13} {:>7}  {:<6} {:<12} {:<10} {:<11}",
+            "{:<6} {:<16} {:>13} {:>13} {:>6} {:>7}  {:<6} {:<12} {:<10} {:<11}",
             dtype.name(),
             format!("{m}×{n}×{k}"),
             pred,
             meas,
+            cores,
             ratio,
             if r.within() { "yes" } else { "NO" },
             r.predicted.map(|(_, s)| s.name()).unwrap_or("-"),
@@ -335,8 +366,9 @@ fn check(a: CalibrateArgs) -> Result<(), String> {
         );
     }
     println!(
-        "checking {from} against rt.matmul on {} (hot: the same weight each call; median of ≥ 5 calls and ≥ 200 ms)",
-        rt.cpu().name()
+        "checking {from} against rt.matmul on {} ({}; hot: the same weight each call; median of ≥ 5 calls and ≥ 200 ms; cores: CPU time over wall time while timed)",
+        rt.cpu().name(),
+        rt.cpu().info().driver
     );
     let rows = check_rows(
         &rt,
