@@ -267,3 +267,85 @@ fn runtime_meters_follow_wattle_sysfs_root() {
     // The package's counter does not move in a recorded tree: 0 J measured.
     assert_eq!(m.unwrap().source, Source::Measured);
 }
+
+/// Every regular file under `dir` (recursively).
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            files(&e.path(), out);
+        } else {
+            out.push(e.path());
+        }
+    }
+}
+
+/// Garbage in every file of every recorded tree — before discovery, and changed again inside the
+/// window: discovery, `available`, `note` and `EnergyWindow::end` answer (an error at worst) and
+/// never panic, whatever the files hold.
+#[test]
+fn garbage_in_every_file_never_panics() {
+    let garbage: [&[u8]; 14] = [
+        b"",
+        b"\n",
+        b"-1\n",
+        b"0\n",
+        b"18446744073709551615\n",
+        b"18446744073709551616\n",
+        b"-9223372036854775808\n",
+        b"9223372036854775807\n",
+        b"1e9\n",
+        b"nan\n",
+        b"12 34\n",
+        b"\xff\xfe\x00garbage",
+        b"Discharging\n",
+        b"Battery\n",
+    ];
+    let devs = devices();
+    for tree in ["rapl", "hwmon", "battery", "battery-garbage"] {
+        for (i, g) in garbage.iter().enumerate() {
+            let root = scratch(tree, &format!("garbage{i}"));
+            let mut all = Vec::new();
+            files(&root, &mut all);
+            for f in &all {
+                std::fs::write(f, g).unwrap();
+            }
+            let ms = discover(&root, &devs);
+            for m in &ms {
+                let _ = (m.name(), m.available(), m.note(), m.devices(), m.source());
+            }
+            let w = EnergyWindow::start(ms);
+            std::thread::sleep(Duration::from_millis(15));
+            let next = garbage[(i + 5) % garbage.len()];
+            for f in &all {
+                std::fs::write(f, next).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(15));
+            if let Ok(m) = w.end() {
+                assert!(m.joules.is_finite() && m.joules >= 0.0, "{tree} {i}: {m:?}");
+                assert!(m.seconds > 0.0);
+            }
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+    // A directory where a counter file should be, and a counter that goes backwards.
+    let root = scratch("rapl", "dir-for-file");
+    let zone = root.join("class/powercap/intel-rapl:0");
+    std::fs::remove_file(zone.join("energy_uj")).unwrap();
+    std::fs::create_dir(zone.join("energy_uj")).unwrap();
+    let ms = discover(&root, &devs);
+    assert!(by_name(&ms, "rapl package-0").available().is_err());
+    let _ = EnergyWindow::start(ms).end();
+    let _ = std::fs::remove_dir_all(root);
+    let root = scratch("hwmon", "backwards");
+    let f = root.join("class/hwmon/hwmon2/energy1_input");
+    std::fs::write(&f, "5000000\n").unwrap();
+    let w = EnergyWindow::start(discover(&root, &devs));
+    std::fs::write(&f, "1000\n").unwrap();
+    let m = w.end().unwrap();
+    assert!(m
+        .dropped
+        .iter()
+        .any(|(n, why)| n.contains("energy1") && why.contains("back")));
+    let _ = std::fs::remove_dir_all(root);
+}
