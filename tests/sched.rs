@@ -686,3 +686,19 @@ fn hand_built_garbage_profiles_do_not_panic() {
         ));
     }
 }
+
+#[test]
+fn loading_what_is_not_a_profile_is_an_error() {
+    for path in ["/dev/zero", "/dev/null", "/", "/nonexistent/profile.json"] {
+        if std::path::Path::new(path).exists() || path.starts_with("/nonexistent") {
+            let r = Profile::load(path);
+            assert!(matches!(r, Err(Error::Profile(_))), "{path}: {r:?}");
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("wattle-bad-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("latin1.json");
+    std::fs::write(&f, b"{\"wattle_profile\": 1, \"system\": \"\xe9\"}").unwrap();
+    assert!(matches!(Profile::load(&f), Err(Error::Profile(_))));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -6,6 +6,7 @@ use crate::energy::Source;
 use crate::error::{Error, Result};
 use crate::DType;
 use serde_json::{json, Map, Value};
+use std::io::Read as _;
 use std::path::Path;
 
 /// The profile format version this build reads and writes.
@@ -120,8 +121,19 @@ impl Profile {
                 path.display()
             )));
         }
-        let text = std::fs::read_to_string(path)
+        // Read at most one byte past the limit: a device file (`/dev/zero`) reports length 0.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_PROFILE_BYTES + 1).read_to_end(&mut bytes))
             .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        if bytes.len() as u64 > MAX_PROFILE_BYTES {
+            return Err(bad(format!(
+                "{} holds more than a profile can be ({MAX_PROFILE_BYTES} bytes)",
+                path.display()
+            )));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| bad(format!("{} is not UTF-8 text", path.display())))?;
         Profile::from_json(&text).map_err(|e| match e {
             Error::Profile(m) => bad(format!("{}: {m}", path.display())),
             e => e,
