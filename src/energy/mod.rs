@@ -32,6 +32,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub(crate) use modelled::process_cpu_seconds;
 pub use modelled::{modelled_watts, PowerModel};
 
 /// Where a figure comes from. The order is strength: `Modelled < Extrapolated < Measured`, and a

@@ -9,7 +9,7 @@ use super::fingerprint::{fingerprint, machine_fingerprint, KERNEL_SOURCES_HASH};
 use super::op::OpDesc;
 use super::profile::{DeviceProfile, OpPoint, Profile, ProfileKind, Transfer};
 use crate::device::Device;
-use crate::energy::{EnergyWindow, Meter, MeterKind, Source};
+use crate::energy::{process_cpu_seconds, EnergyWindow, Meter, MeterKind, Source};
 use crate::error::Result;
 use crate::{
     AttentionParams, DType, Error, Eviction, KvCache, KvCacheConfig, KvFormat, LinearAttention,
@@ -337,6 +337,54 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// CPU matmuls long enough to use the whole thread pool, and the cores the process kept busy
+/// while each was measured: a point that got much less than the pool's threads was measured on a
+/// machine busy with something else, and is as much slower.
+#[derive(Default)]
+struct Load {
+    /// Points of at least [`Load::MIN_SECONDS`].
+    large: usize,
+    /// Those that ran on less than [`Load::SHARE`] of the pool's threads: (what, cores).
+    starved: Vec<(String, f64)>,
+}
+
+impl Load {
+    const MIN_SECONDS: f64 = 0.005;
+    const SHARE: f64 = 0.7;
+
+    fn note(&mut self, what: &str, seconds: f64, cores: f64) {
+        if seconds < Self::MIN_SECONDS || !cores.is_finite() {
+            return;
+        }
+        self.large += 1;
+        if cores < Self::SHARE * wattle_kernels::pool::default_threads() as f64 {
+            self.starved.push((what.to_string(), cores));
+        }
+    }
+
+    /// The warning for device `id`, when some of its large points were starved.
+    fn warning(&self, id: &str) -> Option<String> {
+        if self.starved.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = self
+            .starved
+            .iter()
+            .take(6)
+            .map(|(w, c)| format!("{w} ({c:.2} cores)"))
+            .collect();
+        Some(format!(
+            "{id}: {} of {} large matmul points got less than {:.0}% of the {} pool threads ({}{}): the machine was busy with something else, so they are slower than this CPU is; recalibrate on a quiet machine",
+            self.starved.len(),
+            self.large,
+            Self::SHARE * 100.0,
+            wattle_kernels::pool::default_threads(),
+            list.join(", "),
+            if self.starved.len() > 6 { ", …" } else { "" }
+        ))
+    }
+}
+
 /// What one device is calibrated on.
 struct DeviceSet<'a> {
     dtypes: &'a [DType],
@@ -467,6 +515,7 @@ pub(crate) fn calibrate(rt: &Runtime, opts: &CalibrateOptions) -> Result<Profile
         start: Instant::now(),
     };
     let mut out = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
     for ((dev, id, soft), set) in plan.iter().zip(&sets) {
         let dm = meters_for(&meters, dev);
         // Idle power first, reported apart.
@@ -501,6 +550,7 @@ pub(crate) fn calibrate(rt: &Runtime, opts: &CalibrateOptions) -> Result<Profile
             }
         };
         let mut ops = Vec::new();
+        let mut load = Load::default();
         for &dt in set.dtypes {
             // The weight of the previous shape, reused while (n, k) stays the same.
             let mut weight: Option<((usize, usize), Tensor)> = None;
@@ -521,7 +571,17 @@ pub(crate) fn calibrate(rt: &Runtime, opts: &CalibrateOptions) -> Result<Profile
                     }
                 };
                 let x = Tensor::from_f32(&values(m * k, 4), &[m, k])?.to(dev)?;
+                let (cpu0, t0) = (process_cpu_seconds(), Instant::now());
                 let r = measure(dev, &dm, opts, &mut || rt.matmul(&x, &w).map(drop));
+                if let (true, Ok((s, _, _)), Some(c0), Some(c1)) =
+                    (dev.is_cpu(), &r, cpu0, process_cpu_seconds())
+                {
+                    load.note(
+                        &format!("{dt} {m}×{n}×{k}"),
+                        *s,
+                        (c1 - c0) / t0.elapsed().as_secs_f64(),
+                    );
+                }
                 keep(&mut ops, OpDesc::matmul(m, n, k, dt), r)?;
                 weight = Some(((n, k), w));
             }
@@ -596,6 +656,12 @@ pub(crate) fn calibrate(rt: &Runtime, opts: &CalibrateOptions) -> Result<Profile
                 }
             }
         }
+        if let Some(n) = load.warning(id) {
+            if opts.progress {
+                eprintln!("\r\x1b[Kcalibrate: warning: {n}");
+            }
+            warnings.push(n);
+        }
         let memory_bytes = if dev.is_cpu() || *soft {
             host_memory_bytes()
         } else {
@@ -628,6 +694,7 @@ pub(crate) fn calibrate(rt: &Runtime, opts: &CalibrateOptions) -> Result<Profile
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        "warnings": warnings,
         "meters": meters.iter().map(|m| json!({
             "name": m.name(),
             "source": m.source().name(),
@@ -647,4 +714,38 @@ pub(crate) fn calibrate(rt: &Runtime, opts: &CalibrateOptions) -> Result<Profile
         }
     }
     Ok(profile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_warns_only_about_large_starved_points() {
+        let threads = wattle_kernels::pool::default_threads() as f64;
+        let mut l = Load::default();
+        l.note("tiny", 1e-4, 0.1);
+        l.note("full", 0.1, threads);
+        l.note("nan", 0.1, f64::NAN);
+        assert!(l.warning("cpu").is_none());
+        assert_eq!(l.large, 1);
+        l.note("starved", 0.1, 0.5 * Load::SHARE * threads);
+        let w = l.warning("cpu").unwrap();
+        assert!(
+            w.starts_with("cpu: 1 of 2 large") && w.contains("starved"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn kv_format_names_match_the_profile_format() {
+        let names: Vec<String> = all_kv_formats().iter().map(kv_format_name).collect();
+        assert_eq!(names, ["f16", "q8_0", "q4_0", "kivi4", "kivi2"]);
+        for n in &names {
+            // Each name sizes its cache in op.rs (bits per value, not the F16 fallback).
+            let b = OpDesc::kv_attend(n, 1024, 8, 8, 128).weight_bytes();
+            let f16 = OpDesc::kv_attend("f16", 1024, 8, 8, 128).weight_bytes();
+            assert!(n == "f16" || b < f16, "{n}");
+        }
+    }
 }
