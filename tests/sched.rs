@@ -485,8 +485,9 @@ fn auto_refuses_a_stale_host() {
 // ---- calibration ----
 
 /// A tiny calibration on every device: the CPU gets matmul, attention, linear attention and
-/// `KvCache` attend points (formats that do not take a head shape are skipped), GPUs — which have
-/// no KV caches or linear attention yet — get matmul and attention points and no error.
+/// `KvCache` attend points (formats that do not take a head shape are skipped); GPUs — no linear
+/// attention or KIVI caches yet — get matmul, attention and F16/Q8_0/Q4_0 cache points and no
+/// error.
 #[test]
 fn tiny_calibration_covers_kv_attend_and_skips_what_a_device_lacks() {
     let rt = Runtime::new().unwrap();
@@ -514,6 +515,7 @@ fn tiny_calibration_covers_kv_attend_and_skips_what_a_device_lacks() {
         linear_attention: vec![(4, 2, 16, 16)],
         // d = 16: only F16 takes it (Q8_0/Q4_0 need 32, KIVI's group of 32 does not divide it).
         kv_attend: vec![(64, 4, 2, 32), (48, 4, 2, 16)],
+        software_gpu_kv_attend: vec![(64, 4, 2, 32)],
         kv_formats: formats.clone(),
         min_window: Duration::from_millis(1),
         min_reps: 1,
@@ -543,7 +545,23 @@ fn tiny_calibration_covers_kv_attend_and_skips_what_a_device_lacks() {
         .iter()
         .any(|o| o.op == OpDesc::kv_attend("f16", 48, 4, 2, 16)));
     for d in p.devices.iter().filter(|d| d.kind == ProfileKind::Gpu) {
-        assert_eq!(count(d, "kv_attend"), 0, "{}", d.id);
+        for o in d.ops.iter().filter(|o| o.op.op_name() == "kv_attend") {
+            let f = o.op.dtype_key();
+            assert!(
+                !f.starts_with("kivi"),
+                "{}: KIVI is CPU-only: {}",
+                d.id,
+                o.op
+            );
+            assert!(o.seconds > 0.0 && o.seconds.is_finite(), "{}", o.op);
+        }
+        assert!(
+            d.ops
+                .iter()
+                .any(|o| o.op == OpDesc::kv_attend("f16", 64, 4, 2, 32)),
+            "{}: an F16 cache point",
+            d.id
+        );
         assert_eq!(count(d, "linear_attention"), 0, "{}", d.id);
         assert!(count(d, "matmul") >= 1, "{}", d.id);
         assert!(d.transfer.bytes_per_s > 0.0, "{}", d.id);

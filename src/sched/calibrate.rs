@@ -2,8 +2,8 @@
 //! bandwidth, latency and idle power, written as a profile to the cache directory.
 //!
 //! Every device gets matmul, softmax attention, linear attention and `KvCache` decode attend
-//! points where it runs them: a device that does not run an op (a GPU has no linear attention or
-//! KV cache yet) gets no points for it, quietly, and the planner places that op elsewhere.
+//! points where it runs them: an op or format a device does not run (linear attention and KIVI
+//! caches on GPUs, so far) gets no points there, quietly, and the planner places it elsewhere.
 
 use super::fingerprint::{fingerprint, machine_fingerprint, KERNEL_SOURCES_HASH};
 use super::op::OpDesc;
@@ -38,9 +38,11 @@ pub struct CalibrateOptions {
     pub attention_dtypes: Vec<DType>,
     /// Linear attention (retention) shapes `(t, h, dk, dv)` (where linear attention runs).
     pub linear_attention: Vec<(usize, usize, usize, usize)>,
-    /// `KvCache` decode attend (one query token) shapes `(ctx, hq, hkv, d)`, on every device
-    /// that has KV caches.
+    /// `KvCache` decode attend (one query token) shapes `(ctx, hq, hkv, d)` on the CPU and
+    /// hardware GPUs (every device that has KV caches).
     pub kv_attend: Vec<(usize, usize, usize, usize)>,
+    /// `KvCache` decode attend shapes on software GPUs.
+    pub software_gpu_kv_attend: Vec<(usize, usize, usize, usize)>,
     /// KV cache formats for `kv_attend` (named in the profile as [`kv_format_name`] says).
     pub kv_formats: Vec<KvFormat>,
     /// Each point runs at least this long (SPEC §9: ≥ 200 ms).
@@ -113,6 +115,7 @@ impl Default for CalibrateOptions {
                 (16384, 32, 8, 128),
                 (32768, 32, 8, 128),
             ],
+            software_gpu_kv_attend: vec![(512, 32, 8, 128), (4096, 32, 8, 128)],
             kv_formats: all_kv_formats(),
             min_window: Duration::from_millis(200),
             min_reps: 5,
@@ -167,6 +170,7 @@ impl CalibrateOptions {
             attention_dtypes: vec![DType::F32, DType::F16],
             linear_attention: vec![(1, 16, 64, 64), (64, 16, 64, 64)],
             kv_attend: vec![(512, 32, 8, 128), (4096, 32, 8, 128)],
+            software_gpu_kv_attend: vec![(512, 32, 8, 128)],
             kv_formats: all_kv_formats(),
             min_window: Duration::from_millis(200),
             min_reps: 3,
@@ -390,8 +394,8 @@ struct DeviceSet<'a> {
     dtypes: &'a [DType],
     shapes: &'a [(usize, usize, usize)],
     attention: &'a [(usize, usize, usize, usize, usize)],
-    /// Whether the device has KV caches (`KvCache::new` succeeds there).
-    kv: bool,
+    /// `kv_attend` shapes; empty when the device has no KV caches (`KvCache::new` fails there).
+    kv: &'a [(usize, usize, usize, usize)],
 }
 
 impl DeviceSet<'_> {
@@ -399,11 +403,7 @@ impl DeviceSet<'_> {
         self.dtypes.len() * self.shapes.len()
             + self.attention.len() * opts.attention_dtypes.len()
             + opts.linear_attention.len()
-            + if self.kv {
-                opts.kv_attend.len() * opts.kv_formats.len()
-            } else {
-                0
-            }
+            + self.kv.len() * opts.kv_formats.len()
     }
 }
 
@@ -413,20 +413,30 @@ fn device_set<'a>(
     soft: bool,
     opts: &'a CalibrateOptions,
 ) -> DeviceSet<'a> {
-    let (dtypes, shapes, attention) = if soft {
+    let (dtypes, shapes, attention, kv) = if soft {
         (
             &opts.software_gpu_dtypes[..],
             &opts.software_gpu_shapes[..],
             &opts.software_gpu_attention[..],
+            &opts.software_gpu_kv_attend[..],
         )
     } else {
-        (&opts.dtypes[..], &opts.shapes[..], &opts.attention[..])
+        (
+            &opts.dtypes[..],
+            &opts.shapes[..],
+            &opts.attention[..],
+            &opts.kv_attend[..],
+        )
     };
     DeviceSet {
         dtypes,
         shapes,
         attention,
-        kv: KvCache::new(rt, dev, KvCacheConfig::default()).is_ok(),
+        kv: if KvCache::new(rt, dev, KvCacheConfig::default()).is_ok() {
+            kv
+        } else {
+            &[]
+        },
     }
 }
 
@@ -627,33 +637,31 @@ pub(crate) fn calibrate(rt: &Runtime, opts: &CalibrateOptions) -> Result<Profile
                 r,
             )?;
         }
-        if set.kv {
-            for fmt in &opts.kv_formats {
-                let name = kv_format_name(fmt);
-                for &(ctx, hq, hkv, d) in &opts.kv_attend {
-                    prog.step(&format!("{id}: kv_attend {name} ctx={ctx}"));
-                    if ctx == 0 {
-                        continue;
-                    }
-                    let mut cache = match filled_cache(rt, dev, *fmt, ctx, hkv, d) {
-                        Ok(c) => c,
-                        // A format or head shape the cache does not take: no point.
-                        Err(
-                            Error::UnsupportedDType { .. }
-                            | Error::NotAvailable(_)
-                            | Error::BadBlockAlignment { .. }
-                            | Error::InvalidArgument(_),
-                        ) => continue,
-                        Err(e) => return Err(e),
-                    };
-                    let q = Tensor::from_f32(&values(hq * d, 12), &[1, hq, d])?.to(dev)?;
-                    let p = AttentionParams {
-                        q_pos0: ctx - 1,
-                        ..AttentionParams::causal()
-                    };
-                    let r = measure(dev, &dm, opts, &mut || cache.attend(0, &q, &p).map(drop));
-                    keep(&mut ops, OpDesc::kv_attend(&name, ctx, hq, hkv, d), r)?;
+        for fmt in &opts.kv_formats {
+            let name = kv_format_name(fmt);
+            for &(ctx, hq, hkv, d) in set.kv {
+                prog.step(&format!("{id}: kv_attend {name} ctx={ctx}"));
+                if ctx == 0 {
+                    continue;
                 }
+                let mut cache = match filled_cache(rt, dev, *fmt, ctx, hkv, d) {
+                    Ok(c) => c,
+                    // A format or head shape the cache does not take: no point.
+                    Err(
+                        Error::UnsupportedDType { .. }
+                        | Error::NotAvailable(_)
+                        | Error::BadBlockAlignment { .. }
+                        | Error::InvalidArgument(_),
+                    ) => continue,
+                    Err(e) => return Err(e),
+                };
+                let q = Tensor::from_f32(&values(hq * d, 12), &[1, hq, d])?.to(dev)?;
+                let p = AttentionParams {
+                    q_pos0: ctx - 1,
+                    ..AttentionParams::causal()
+                };
+                let r = measure(dev, &dm, opts, &mut || cache.attend(0, &q, &p).map(drop));
+                keep(&mut ops, OpDesc::kv_attend(&name, ctx, hq, hkv, d), r)?;
             }
         }
         if let Some(n) = load.warning(id) {

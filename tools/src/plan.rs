@@ -273,5 +273,8 @@ pub fn run(a: PlanArgs) -> Result<(), String> {
 /// chain `wattle plan --model` places), for `wattle run --policy`.
 pub(crate) fn decode_chain(path: &PathBuf, ctx: usize) -> Result<Vec<OpDesc>, String> {
     let model = read_model(path)?;
-    Ok(chain(&model, 1, ctx).into_iter().map(|(_, o)| o).collect())
+    Ok(chain(&model, 1, ctx, None)
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect())
 }
