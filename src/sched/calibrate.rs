@@ -2,8 +2,9 @@
 //! bandwidth, latency and idle power, written as a profile to the cache directory.
 //!
 //! Every device gets matmul, softmax attention, linear attention and `KvCache` decode attend
-//! points where it runs them: an op or format a device does not run (linear attention and KIVI
-//! caches on GPUs, so far) gets no points there, quietly, and the planner places it elsewhere.
+//! points where it runs them: an op or format a device does not run (a dtype it lacks, a cache
+//! format or eviction it refuses with `NotAvailable`) gets no points there, quietly, and the
+//! planner places it elsewhere. Software GPUs (emulated on the CPU) get smaller shape sets.
 
 use super::fingerprint::{fingerprint, machine_fingerprint, KERNEL_SOURCES_HASH};
 use super::op::OpDesc;
@@ -36,8 +37,10 @@ pub struct CalibrateOptions {
     pub software_gpu_attention: Vec<(usize, usize, usize, usize, usize)>,
     /// K/V dtypes for attention.
     pub attention_dtypes: Vec<DType>,
-    /// Linear attention (retention) shapes `(t, h, dk, dv)` (where linear attention runs).
+    /// Linear attention (retention) shapes `(t, h, dk, dv)` on the CPU and hardware GPUs.
     pub linear_attention: Vec<(usize, usize, usize, usize)>,
+    /// Linear attention shapes on software GPUs.
+    pub software_gpu_linear_attention: Vec<(usize, usize, usize, usize)>,
     /// `KvCache` decode attend (one query token) shapes `(ctx, hq, hkv, d)` on the CPU and
     /// hardware GPUs (every device that has KV caches).
     pub kv_attend: Vec<(usize, usize, usize, usize)>,
@@ -109,6 +112,7 @@ impl Default for CalibrateOptions {
             software_gpu_attention: vec![(1, 32, 8, 128, 512), (16, 32, 8, 128, 512)],
             attention_dtypes: vec![DType::F32, DType::F16, DType::Q8_0],
             linear_attention: vec![(1, 16, 64, 64), (64, 16, 64, 64), (512, 16, 128, 128)],
+            software_gpu_linear_attention: vec![(1, 16, 64, 64), (64, 16, 64, 64)],
             kv_attend: vec![
                 (512, 32, 8, 128),
                 (4096, 32, 8, 128),
@@ -169,6 +173,7 @@ impl CalibrateOptions {
             software_gpu_attention: vec![(1, 32, 8, 128, 512)],
             attention_dtypes: vec![DType::F32, DType::F16],
             linear_attention: vec![(1, 16, 64, 64), (64, 16, 64, 64)],
+            software_gpu_linear_attention: vec![(1, 16, 64, 64)],
             kv_attend: vec![(512, 32, 8, 128), (4096, 32, 8, 128)],
             software_gpu_kv_attend: vec![(512, 32, 8, 128)],
             kv_formats: all_kv_formats(),
@@ -394,6 +399,7 @@ struct DeviceSet<'a> {
     dtypes: &'a [DType],
     shapes: &'a [(usize, usize, usize)],
     attention: &'a [(usize, usize, usize, usize, usize)],
+    linear: &'a [(usize, usize, usize, usize)],
     /// `kv_attend` shapes; empty when the device has no KV caches (`KvCache::new` fails there).
     kv: &'a [(usize, usize, usize, usize)],
 }
@@ -402,7 +408,7 @@ impl DeviceSet<'_> {
     fn steps(&self, opts: &CalibrateOptions) -> usize {
         self.dtypes.len() * self.shapes.len()
             + self.attention.len() * opts.attention_dtypes.len()
-            + opts.linear_attention.len()
+            + self.linear.len()
             + self.kv.len() * opts.kv_formats.len()
     }
 }
@@ -413,11 +419,12 @@ fn device_set<'a>(
     soft: bool,
     opts: &'a CalibrateOptions,
 ) -> DeviceSet<'a> {
-    let (dtypes, shapes, attention, kv) = if soft {
+    let (dtypes, shapes, attention, linear, kv) = if soft {
         (
             &opts.software_gpu_dtypes[..],
             &opts.software_gpu_shapes[..],
             &opts.software_gpu_attention[..],
+            &opts.software_gpu_linear_attention[..],
             &opts.software_gpu_kv_attend[..],
         )
     } else {
@@ -425,6 +432,7 @@ fn device_set<'a>(
             &opts.dtypes[..],
             &opts.shapes[..],
             &opts.attention[..],
+            &opts.linear_attention[..],
             &opts.kv_attend[..],
         )
     };
@@ -432,6 +440,7 @@ fn device_set<'a>(
         dtypes,
         shapes,
         attention,
+        linear,
         kv: if KvCache::new(rt, dev, KvCacheConfig::default()).is_ok() {
             kv
         } else {
@@ -620,7 +629,7 @@ pub(crate) fn calibrate(rt: &Runtime, opts: &CalibrateOptions) -> Result<Profile
                 keep(&mut ops, OpDesc::attention(tq, hq, hkv, d, ctx, kv, 0), r)?;
             }
         }
-        for &(t, h, dk, dv) in &opts.linear_attention {
+        for &(t, h, dk, dv) in set.linear {
             prog.step(&format!("{id}: linear_attention retention t={t}"));
             let q = Tensor::from_f32(&values(t * h * dk, 8), &[t, h, dk])?.to(dev)?;
             let k = Tensor::from_f32(&values(t * h * dk, 9), &[t, h, dk])?.to(dev)?;
