@@ -52,7 +52,15 @@ struct Params {
     pos_heads: u32,
     // First query whose logits go to `lg` (NONE: no scores are kept).
     score_from: u32,
-    pad2: u32,
+    // This dispatch's splits are splits split0 .. split0 + splits of splits_total in `part`
+    // (a KV cache attends its f16 tail and its KIVI groups as two regions of one softmax).
+    split0: u32,
+    splits_total: u32,
+    // Key index of this region's first key among all regions' (for `lg`), and all regions'
+    // key count.
+    key0: u32,
+    t_k_total: u32,
+    pad0: u32,
 }
 
 #ifdef Q_F16N
@@ -83,6 +91,42 @@ struct Params {
 #include "kvread" B=qb F=Q
 #include "kvread" B=kb F=K
 #include "kvread" B=vb F=V
+
+#ifdef K_KIVI
+// Bits per code and tokens per key group (channels per value group) of a KIVI cache.
+override KBITS: u32 = 4u;
+override KGROUP: u32 = 32u;
+
+// KIVI keys: per (key group, KV head) block, d packed (f16 scale, f16 minimum) words, then d
+// channel runs of KGROUP codes (code t at bit KBITS·t); key j is slot j % KGROUP of group
+// j / KGROUP. Value = scale · code + minimum.
+fn kb_at(e: u32) -> f32 {
+    let c = e % p.d;
+    let jg = e / p.d;
+    let g = jg % p.h_kv;
+    let j = jg / p.h_kv;
+    let rw = KGROUP * KBITS / 32u;
+    let blk = (j / KGROUP * p.h_kv + g) * p.d * (1u + rw);
+    let par = unpack2x16float(kb[blk + c]);
+    let bit = (j % KGROUP) * KBITS;
+    let code = (kb[blk + p.d + c * rw + bit / 32u] >> (bit % 32u)) & ((1u << KBITS) - 1u);
+    return par.x * f32(code) + par.y;
+}
+#endif
+
+#ifdef V_KIVI
+// KIVI values: per (slot, KV head) cell, d_v / KGROUP packed (scale, minimum) words, then the
+// d_v codes (code c at bit KBITS·c).
+fn vb_at(e: u32) -> f32 {
+    let c = e % p.d_v;
+    let ng = p.d_v / KGROUP;
+    let base = (e / p.d_v) * (ng + p.d_v * KBITS / 32u);
+    let par = unpack2x16float(vb[base + c / KGROUP]);
+    let bit = c * KBITS;
+    let code = (vb[base + ng + bit / 32u] >> (bit % 32u)) & ((1u << KBITS) - 1u);
+    return par.x * f32(code) + par.y;
+}
+#endif
 
 // Threads per workgroup, and keys per tile.
 override WG: u32 = 64u;
@@ -205,7 +249,7 @@ fn attn_split(
             sc[r * WG + t] = select(NEG, x, vis);
             let i = i0 + r / G;
             if (p.score_from != NONE && j < j1 && i >= p.score_from) {
-                lg[((i - p.score_from) * p.h_q + g * G + r % G) * p.t_k + j] = select(NEG, x, vis);
+                lg[((i - p.score_from) * p.h_q + g * G + r % G) * p.t_k_total + p.key0 + j] = select(NEG, x, vis);
             }
         }
         workgroupBarrier();
@@ -295,7 +339,7 @@ fn attn_split(
     }
     // The split's state per row: [max, sum, output channels].
     for (var r = 0u; r < NR; r++) {
-        let base = (((i0 + r / G) * p.h_q + g * G + r % G) * p.splits + s) * (2u + p.d_v);
+        let base = (((i0 + r / G) * p.h_q + g * G + r % G) * p.splits_total + p.split0 + s) * (2u + p.d_v);
         if (t == 0u) {
             part[base] = mstat[r];
             part[base + 1u] = lstat[r];
@@ -317,16 +361,16 @@ fn attn_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     }
     let h = ih % p.h_q;
     let st = 2u + p.d_v;
-    let base = ih * p.splits * st;
+    let base = ih * p.splits_total * st;
     var m = NEG;
-    for (var s = 0u; s < p.splits; s++) {
+    for (var s = 0u; s < p.splits_total; s++) {
         m = max(m, part[base + s * st]);
     }
     if (p.has_sinks != 0u) {
         m = max(m, sinks[h]);
     }
     var l = 0.0;
-    for (var s = 0u; s < p.splits; s++) {
+    for (var s = 0u; s < p.splits_total; s++) {
         let ms = part[base + s * st];
         if (ms > NEG_HALF) {
             l += part[base + s * st + 1u] * exp(ms - m);
@@ -341,7 +385,7 @@ fn attn_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     }
     for (var c = lid.x; c < p.d_v; c += WG) {
         var o = 0.0;
-        for (var s = 0u; s < p.splits; s++) {
+        for (var s = 0u; s < p.splits_total; s++) {
             let ms = part[base + s * st];
             if (ms > NEG_HALF) {
                 o += part[base + s * st + 2u + c] * exp(ms - m);

@@ -406,6 +406,48 @@ fn window_eviction_keeps_sinks_and_window_exactly() {
     }
 }
 
+/// A tile of queries straddling the window's edge with sinks: the sinks stay visible to every
+/// query while the keys right after them leave the window for the later queries (a key block
+/// whose corners are all visible is not all visible here). Every format, against f64.
+#[test]
+fn window_edge_with_sinks_inside_one_tile() {
+    let rt = Runtime::new().unwrap();
+    let (h, hq, d, window, sinks) = (2, 4, 32, 80, 3);
+    let mut rng = Rng::new(31);
+    for format in FORMATS {
+        let mut c = cache(&rt, h, d, format, Eviction::Window { window, sinks });
+        let (k, v) = (rng.vec(100 * h * d), rng.vec(100 * h * d));
+        c.append(0, &t3(&k, 100, h, d), &t3(&v, 100, h, d)).unwrap();
+        let (kd, vd) = c.dequantize(0).unwrap();
+        let pos = positions(&c, 0, h);
+        // Queries 70..85: query 85 no longer sees keys 3..5, query 70 sees them all.
+        let q = rng.vec(16 * hq * d);
+        let p = AttentionParams {
+            q_pos0: 70,
+            ..AttentionParams::causal()
+        };
+        let o = c
+            .attend(0, &t3(&q, 16, hq, d), &p)
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
+        let (r, _) = reference(
+            &q,
+            &kd.to_f32_vec().unwrap(),
+            &vd.to_f32_vec().unwrap(),
+            &pos,
+            16,
+            hq,
+            h,
+            d,
+            &p,
+            Some((window, sinks)),
+            0,
+        );
+        assert!(nmse(&r, &o) < 1e-9, "{format:?}: NMSE {}", nmse(&r, &o));
+    }
+}
+
 /// H2O against an f64 simulation: heavy tokens (keys along the queries' direction) survive,
 /// the `recent` newest are never dropped, each head ends at `budget`.
 #[test]

@@ -2,7 +2,8 @@
 //! bytes (dequantized contents equal the CPU cache's exactly), attend equals the CPU's attend,
 //! window eviction with sinks keeps the same positions, H2O and SnapKV (scores from the GPU's
 //! attention) keep what the CPU keeps, ragged appends, growth past the reserved capacity,
-//! rollback, and the refusal of what GPU caches do not hold yet (KIVI).
+//! rollback, KIVI (groups quantized on the GPU) through all of it, and the refusal of what GPU
+//! caches do not hold yet (KIVI with score-based eviction).
 
 mod common;
 
@@ -11,7 +12,21 @@ use wattle::{
     AttentionParams, Device, Error, Eviction, KvCache, KvCacheConfig, KvFormat, Runtime, Tensor,
 };
 
-const GPU_FORMATS: [KvFormat; 3] = [KvFormat::F16, KvFormat::Q8_0, KvFormat::Q4_0];
+const GPU_FORMATS: [KvFormat; 5] = [
+    KvFormat::F16,
+    KvFormat::Q8_0,
+    KvFormat::Q4_0,
+    KvFormat::Kivi {
+        bits: 4,
+        group: 32,
+        residual: 32,
+    },
+    KvFormat::Kivi {
+        bits: 2,
+        group: 32,
+        residual: 16,
+    },
+];
 
 fn gpus(rt: &Runtime) -> Vec<Device> {
     let g = rt.gpus();
@@ -151,6 +166,8 @@ fn gpu_cache_matches_the_cpu_cache() {
                 pair.attend(&mut rng, 1, 7, h_q, &p);
                 pair.append(&mut rng, 1, 1, true);
                 pair.append(&mut rng, 1, 45, false);
+                // 83 tokens: KIVI-4 (residual 32) has quantized a group too.
+                pair.append(&mut rng, 1, 30, true);
                 pair.same_contents(1, &what);
                 for (q_pos0, t_q) in [(52, 1), (40, 13)] {
                     let p = AttentionParams {
@@ -287,6 +304,54 @@ fn gpu_score_based_eviction_keeps_what_the_cpu_keeps() {
     }
 }
 
+/// KIVI groups under a window: groups form, lose tokens to the window (keeping their scales),
+/// empty out and are reused; contents equal the CPU cache's and memory stays constant once the
+/// window is full.
+#[test]
+fn gpu_kivi_groups_under_a_window() {
+    let rt = Runtime::new().unwrap();
+    let mut rng = Rng::new(17);
+    for dev in gpus(&rt) {
+        for bits in [2, 4] {
+            let (h, d, h_q, window, sinks) = (2, 32, 4, 80, 3);
+            let cfg = KvCacheConfig {
+                layers: 1,
+                kv_heads: h,
+                head_dim: d,
+                format: KvFormat::Kivi {
+                    bits,
+                    group: 32,
+                    residual: 16,
+                },
+                eviction: Eviction::Window { window, sinks },
+                ..Default::default()
+            };
+            let what = format!("{dev} KIVI-{bits} window");
+            let mut pair = Pair::new(&rt, &dev, cfg);
+            pair.append(&mut rng, 0, 100, false);
+            pair.same_contents(0, &format!("{what} after the prompt"));
+            pair.attend(&mut rng, 0, 100, h_q, &AttentionParams::causal());
+            pair.same_contents(0, &what);
+            let mut mem = 0;
+            for step in 0..200 {
+                let pos = 100 + step;
+                pair.append(&mut rng, 0, 1, false);
+                let p = AttentionParams {
+                    q_pos0: pos,
+                    ..AttentionParams::causal()
+                };
+                pair.attend(&mut rng, 0, 1, h_q, &p);
+                if step == 100 {
+                    mem = pair.gpu.memory_bytes();
+                }
+            }
+            pair.same_contents(0, &what);
+            assert_eq!(pair.gpu.len(0).unwrap(), sinks + window, "{what}");
+            assert_eq!(pair.gpu.memory_bytes(), mem, "{what}: memory grew");
+        }
+    }
+}
+
 #[test]
 fn gpu_caches_refuse_what_they_do_not_hold() {
     let rt = Runtime::new().unwrap();
@@ -296,6 +361,10 @@ fn gpu_caches_refuse_what_they_do_not_hold() {
                 bits: 4,
                 group: 32,
                 residual: 32,
+            },
+            eviction: Eviction::HeavyHitter {
+                budget: 64,
+                recent: 8,
             },
             ..Default::default()
         };

@@ -7,7 +7,79 @@
 //! slots `0 .. hwm` and skips empty cells, so their order does not matter.
 
 use super::eviction;
-use crate::backend::gpu::kv::{KvBuffers, EMPTY};
+use crate::backend::gpu::kv::{KiviBuffers, KiviShape, KvBuffers, EMPTY};
+
+/// The quantized part of a KIVI layer on a GPU (the f16 tail is the layer's cells).
+#[derive(Debug)]
+pub(super) struct KiviPart {
+    /// Device buffers of the quantized groups.
+    pub bufs: KiviBuffers,
+    /// Heads, dims, bits and group.
+    pub shape: KiviShape,
+    /// Tail tokens kept in f16 at least.
+    pub residual: usize,
+    /// Position of each quantized cell (`(group · G + t) · h + head`); `EMPTY`: free.
+    pub cells: Vec<u32>,
+    /// Whether head g holds group i (`used[i · h + g]`).
+    used: Vec<bool>,
+    /// Quantized tokens per head.
+    count: Vec<usize>,
+    /// The device's positions differ from `cells`.
+    pub dirty: bool,
+}
+
+impl KiviPart {
+    /// An empty quantized part over fresh buffers.
+    pub fn new(bufs: KiviBuffers, shape: KiviShape, residual: usize) -> KiviPart {
+        let cells = vec![EMPTY; bufs.groups() * shape.group * shape.h];
+        KiviPart {
+            used: vec![false; bufs.groups() * shape.h],
+            bufs,
+            shape,
+            residual,
+            cells,
+            count: vec![0; shape.h],
+            dirty: false,
+        }
+    }
+
+    /// Groups in the position table.
+    fn groups(&self) -> usize {
+        self.used.len() / self.shape.h
+    }
+
+    /// Head `g`'s quantized slots in position order.
+    fn ordered(&self, g: usize) -> Vec<usize> {
+        let h = self.shape.h;
+        let mut s: Vec<usize> = (0..self.cells.len() / h)
+            .filter(|&j| self.cells[j * h + g] != EMPTY)
+            .collect();
+        s.sort_by_key(|&j| self.cells[j * h + g]);
+        s
+    }
+
+    /// Frees cells whose position fails `keep`; a head's group with no token left is free again
+    /// (its scales and minimums stay for the tokens a partly emptied group keeps).
+    fn retain(&mut self, keep: &impl Fn(u32) -> bool) {
+        let (h, gs) = (self.shape.h, self.shape.group);
+        for c in 0..self.cells.len() {
+            if self.cells[c] != EMPTY && !keep(self.cells[c]) {
+                self.cells[c] = EMPTY;
+                self.count[c % h] -= 1;
+                self.dirty = true;
+            }
+        }
+        for gi in 0..self.groups() {
+            for g in 0..h {
+                if self.used[gi * h + g]
+                    && (0..gs).all(|t| self.cells[(gi * gs + t) * h + g] == EMPTY)
+                {
+                    self.used[gi * h + g] = false;
+                }
+            }
+        }
+    }
+}
 
 /// One layer of a GPU cache.
 #[derive(Debug)]
@@ -28,6 +100,8 @@ pub(super) struct GpuLayer {
     pub snapped: bool,
     /// The device's positions differ from `cells`.
     pub dirty: bool,
+    /// KIVI: the quantized groups (the cells above are the f16 tail).
+    pub kivi: Option<KiviPart>,
 }
 
 impl GpuLayer {
@@ -42,7 +116,55 @@ impl GpuLayer {
             next: 0,
             snapped: false,
             dirty: false,
+            kivi: None,
         }
+    }
+
+    /// KIVI: plans quantizing, per head, the oldest whole groups of the f16 tail while it
+    /// holds at least `residual + group` tokens. Returns the flush items (head, group, the
+    /// group's tail slots in position order) and the groups the quantized buffers need;
+    /// the tail cells are freed and the quantized cells take their positions.
+    pub fn kivi_plan(&mut self) -> (Vec<u32>, usize) {
+        let Some(k) = &mut self.kivi else {
+            return (Vec::new(), 0);
+        };
+        let (h, gs) = (self.h, k.shape.group);
+        let mut items = Vec::new();
+        let mut need = k.bufs.groups();
+        for g in 0..h {
+            loop {
+                let tail = {
+                    let mut s: Vec<usize> = (0..self.cells.len() / h)
+                        .filter(|&s| self.cells[s * h + g] != EMPTY)
+                        .collect();
+                    s.sort_by_key(|&s| self.cells[s * h + g]);
+                    s
+                };
+                if tail.len() < k.residual + gs {
+                    break;
+                }
+                let gi = (0..k.groups())
+                    .find(|&i| !k.used[i * h + g])
+                    .unwrap_or_else(|| {
+                        k.used.resize(k.used.len() + h, false);
+                        k.cells.resize(k.cells.len() + gs * h, EMPTY);
+                        k.groups() - 1
+                    });
+                k.used[gi * h + g] = true;
+                need = need.max(gi + 1);
+                items.extend([g as u32, gi as u32]);
+                for (t, &s) in tail.iter().take(gs).enumerate() {
+                    items.push(s as u32);
+                    k.cells[(gi * gs + t) * h + g] = self.cells[s * h + g];
+                    self.cells[s * h + g] = EMPTY;
+                }
+                self.count[g] -= gs;
+                k.count[g] += gs;
+                k.dirty = true;
+                self.dirty = true;
+            }
+        }
+        (items, need)
     }
 
     /// Slots in use (the high-water mark).
@@ -50,9 +172,38 @@ impl GpuLayer {
         self.cells.len() / self.h
     }
 
-    /// Tokens held: the largest head count.
+    /// Tokens held: the largest head count (f16 tail and KIVI groups).
     pub fn len(&self) -> usize {
-        self.count.iter().copied().max().unwrap_or(0)
+        (0..self.h)
+            .map(|g| self.count[g] + self.kivi.as_ref().map_or(0, |k| k.count[g]))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Head `g`'s tokens in position order: `(quantized, slot)` for each.
+    pub fn ordered_all(&self, g: usize) -> Vec<(bool, usize)> {
+        let mut all: Vec<(u32, bool, usize)> = self
+            .ordered(g)
+            .into_iter()
+            .map(|s| (self.cells[s * self.h + g], false, s))
+            .collect();
+        if let Some(k) = &self.kivi {
+            all.extend(
+                k.ordered(g)
+                    .into_iter()
+                    .map(|j| (k.cells[j * self.h + g], true, j)),
+            );
+        }
+        all.sort_by_key(|x| x.0);
+        all.into_iter().map(|(_, q, s)| (q, s)).collect()
+    }
+
+    /// Position of head `g`'s token `(quantized, slot)`.
+    pub fn position(&self, g: usize, at: (bool, usize)) -> u32 {
+        match (at.0, &self.kivi) {
+            (true, Some(k)) => k.cells[at.1 * self.h + g],
+            _ => self.cells[at.1 * self.h + g],
+        }
     }
 
     /// The slot of each new token's head (`[i · h + g]`) for `t` tokens: each head's free
@@ -125,6 +276,9 @@ impl GpuLayer {
 
     /// Frees every cell whose position fails `keep`.
     pub fn retain(&mut self, keep: impl Fn(u32) -> bool) {
+        if let Some(k) = &mut self.kivi {
+            k.retain(&keep);
+        }
         for g in 0..self.h {
             let slots = self.ordered(g);
             let k: Vec<bool> = slots
@@ -183,6 +337,9 @@ impl GpuLayer {
 
     /// Forgets every token (buffers stay).
     pub fn clear(&mut self) {
+        if let Some(k) = &mut self.kivi {
+            k.retain(&|_| false);
+        }
         self.cells.clear();
         self.scores.clear();
         self.count.fill(0);
@@ -193,6 +350,10 @@ impl GpuLayer {
 
     /// Bytes held: the device buffers and the host's cell tables.
     pub fn memory_bytes(&self) -> usize {
-        self.bufs.memory_bytes() + (self.cells.capacity() + self.scores.capacity()) * 4
+        self.bufs.memory_bytes()
+            + (self.cells.capacity() + self.scores.capacity()) * 4
+            + self.kivi.as_ref().map_or(0, |k| {
+                k.bufs.memory_bytes() + k.cells.capacity() * 4 + k.used.capacity()
+            })
     }
 }

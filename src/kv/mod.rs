@@ -25,12 +25,15 @@
 //! On a GPU device the cache lives in device buffers: `append` quantizes on the GPU
 //! (`shaders/kv.wgsl`) and `attend` runs the WGSL attention kernels over the cells in place,
 //! keeping the logits the score-based policies need and summing them into per-token
-//! probabilities on the device (`shaders/kv_scores.wgsl`). GPU caches hold F16, Q8_0 or Q4_0
-//! with every eviction policy; KIVI is CPU-only so far ([`Error::NotAvailable`] on a GPU).
+//! probabilities on the device (`shaders/kv_scores.wgsl`). GPU caches hold every format: a KIVI
+//! cache keeps its f16 tail in cells and quantizes whole groups on the device
+//! (`shaders/kivi.wgsl`); KIVI with score-based eviction is CPU-only so far
+//! ([`Error::NotAvailable`] on a GPU).
 
 mod eviction;
 mod gpu;
 
+use crate::backend::gpu::kv::KiviShape;
 use crate::device::Backend;
 use crate::error::{Error, Result};
 use crate::host::HostBuffer;
@@ -172,8 +175,8 @@ fn invalid(msg: impl Into<String>) -> Error {
 }
 
 impl KvCache {
-    /// An empty cache on `device`. On a GPU the format must be F16, Q8_0 or Q4_0
-    /// ([`Error::NotAvailable`] for KIVI).
+    /// An empty cache on `device` ([`Error::NotAvailable`] on a GPU for KIVI with HeavyHitter or
+    /// SnapKv eviction).
     pub fn new(rt: &Runtime, device: &Device, cfg: KvCacheConfig) -> Result<KvCache> {
         let _ = rt;
         let d = cfg.head_dim;
@@ -294,24 +297,56 @@ impl KvCache {
                 )
             }
             Backend::Gpu(g) => {
-                let fmt = match cfg.format {
-                    KvFormat::F16 => DType::F16,
-                    KvFormat::Q8_0 => DType::Q8_0,
-                    KvFormat::Q4_0 => DType::Q4_0,
-                    KvFormat::Kivi { .. } => {
-                        return Err(Error::NotAvailable(format!(
-                            "KvCache on `{}`: KIVI caches are CPU-only so far (F16, Q8_0 and \
-                             Q4_0 run on GPUs)",
-                            device.name()
-                        )))
+                // KIVI keeps its f16 tail in F16 cells and its groups in their own buffers.
+                let (fmt, kivi) = match cfg.format {
+                    KvFormat::F16 => (DType::F16, None),
+                    KvFormat::Q8_0 => (DType::Q8_0, None),
+                    KvFormat::Q4_0 => (DType::Q4_0, None),
+                    KvFormat::Kivi {
+                        bits,
+                        group,
+                        residual,
+                    } => {
+                        if !matches!(cfg.eviction, Eviction::None | Eviction::Window { .. }) {
+                            return Err(Error::NotAvailable(format!(
+                                "KvCache on `{}`: KIVI with score-based eviction (HeavyHitter, \
+                                 SnapKv) is CPU-only so far",
+                                device.name()
+                            )));
+                        }
+                        let shape = KiviShape {
+                            h: cfg.kv_heads,
+                            d,
+                            dv,
+                            bits,
+                            group,
+                        };
+                        (DType::F16, Some((shape, residual)))
                     }
                 };
-                let slots = if cap > 0 { cap } else { GPU_INITIAL_SLOTS };
                 let (ks, vs) = gpu_slot_bytes(fmt, cfg.kv_heads, d, dv)?;
+                // A KIVI tail holds at most residual + group + one append's tokens; the rest of
+                // the capacity goes to the groups.
+                let slots = match (kivi, cap) {
+                    (Some((sh, residual)), _) => (residual + 2 * sh.group).max(GPU_INITIAL_SLOTS),
+                    (None, 0) => GPU_INITIAL_SLOTS,
+                    (None, c) => c,
+                };
                 let layers = (0..cfg.layers)
                     .map(|_| {
-                        g.kv_buffers(slots, ks, vs, cfg.kv_heads, None)
-                            .map(|b| gpu::GpuLayer::new(b, cfg.kv_heads))
+                        let mut l = gpu::GpuLayer::new(
+                            g.kv_buffers(slots, ks, vs, cfg.kv_heads, None)?,
+                            cfg.kv_heads,
+                        );
+                        if let Some((sh, residual)) = kivi {
+                            let groups = cap.div_ceil(sh.group).max(1);
+                            l.kivi = Some(gpu::KiviPart::new(
+                                g.kivi_buffers(groups, sh, None)?,
+                                sh,
+                                residual,
+                            ));
+                        }
+                        Ok(l)
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Store::Gpu { fmt, layers }
@@ -660,6 +695,16 @@ impl KvCache {
         }
         g.kv_append(&l.bufs, *fmt, k, v, &dest)?;
         l.occupy(&dest, p0 as u32);
+        // KIVI: the tail's oldest whole groups are quantized on the device.
+        let (items, need) = l.kivi_plan();
+        if let Some(kp) = &mut l.kivi {
+            if need > kp.bufs.groups() {
+                let grown =
+                    g.kivi_buffers(need.max(2 * kp.bufs.groups()), kp.shape, Some(&kp.bufs))?;
+                kp.bufs = grown;
+            }
+            g.kivi_flush(&l.bufs, &kp.bufs, kp.shape, &items)?;
+        }
         if let Eviction::Window { window, sinks } = eviction {
             l.evict_window(p0 as i64, window, sinks);
         }
@@ -717,7 +762,22 @@ impl KvCache {
             key_positions: None,
             ..params.clone()
         };
-        let (out, probs) = g.kv_attend(&l.bufs, *fmt, q, &p, &shape, cache_window, score_from)?;
+        let kivi = match &mut l.kivi {
+            Some(kp) => {
+                if kp.dirty {
+                    g.kivi_write_positions(&kp.bufs, &kp.cells)?;
+                    kp.dirty = false;
+                }
+                Some((&kp.bufs, kp.shape))
+            }
+            None => None,
+        };
+        let shape = crate::attention::AttentionShape {
+            t_k: shape.t_k + kivi.map_or(0, |(b, sh)| b.groups() * sh.group),
+            ..shape
+        };
+        let (out, probs) =
+            g.kv_attend(&l.bufs, *fmt, q, &p, &shape, cache_window, score_from, kivi)?;
         match (self.cfg.eviction, probs) {
             (Eviction::HeavyHitter { budget, recent }, Some(pr)) => {
                 l.evict_heavy_hitter(&pr, budget, recent)
@@ -780,10 +840,9 @@ impl KvCache {
             Store::Cpu(layers) => layers[layer].heads[kv_head].positions().to_vec(),
             Store::Gpu { layers, .. } => {
                 let l = &layers[layer];
-                let h = self.cfg.kv_heads;
-                l.ordered(kv_head)
+                l.ordered_all(kv_head)
                     .into_iter()
-                    .map(|s| l.cells[s * h + kv_head])
+                    .map(|at| l.position(kv_head, at))
                     .collect()
             }
         })
@@ -819,9 +878,26 @@ impl KvCache {
                 let (ks, vs) = gpu_slot_bytes(*fmt, h, d, dv)?;
                 let (kc, vc) = (ks / h, vs / h);
                 let bad = |e| Error::DeviceLost(format!("KV cache bytes: {e}"));
+                let kivi = match &l.kivi {
+                    Some(kp) => Some((kp, self.gpu()?.kivi_read(&kp.bufs)?)),
+                    None => None,
+                };
                 for g in 0..h {
-                    for (i, s) in l.ordered(g).into_iter().enumerate() {
-                        let c = s * h + g;
+                    for (i, at) in l.ordered_all(g).into_iter().enumerate() {
+                        if let (true, Some((kp, (qk, qv)))) = (at.0, &kivi) {
+                            let sh = kp.shape;
+                            kivi_rows(
+                                sh,
+                                qk,
+                                qv,
+                                at.1,
+                                g,
+                                &mut k[(i * h + g) * d..(i * h + g + 1) * d],
+                                &mut v[(i * h + g) * dv..(i * h + g + 1) * dv],
+                            );
+                            continue;
+                        }
+                        let c = at.1 * h + g;
                         wattle_kernels::quant::dequantize(
                             *fmt,
                             &kb[c * kc..(c + 1) * kc],
@@ -894,6 +970,47 @@ impl KvCache {
             }
             Store::Gpu { layers, .. } => layers.iter_mut().for_each(|l| l.clear()),
         }
+    }
+}
+
+/// Dequantizes the KIVI key and value rows of quantized slot `j`, head `g`, from the bytes of
+/// a GPU cache's groups (the layouts of `shaders/kivi.wgsl`).
+fn kivi_rows(
+    sh: KiviShape,
+    qk: &[u8],
+    qv: &[u8],
+    j: usize,
+    g: usize,
+    k: &mut [f32],
+    v: &mut [f32],
+) {
+    let word = |b: &[u8], w: usize| {
+        u32::from_le_bytes([b[4 * w], b[4 * w + 1], b[4 * w + 2], b[4 * w + 3]])
+    };
+    let pair = |w: u32| {
+        (
+            half::f16::from_bits(w as u16).to_f32(),
+            half::f16::from_bits((w >> 16) as u16).to_f32(),
+        )
+    };
+    let bits = sh.bits as usize;
+    let mask = (1u32 << bits) - 1;
+    let rw = sh.group * bits / 32;
+    let blk = (j / sh.group * sh.h + g) * sh.d * (1 + rw);
+    let t = j % sh.group;
+    for (c, out) in k.iter_mut().enumerate() {
+        let (s, m) = pair(word(qk, blk + c));
+        let bit = t * bits;
+        let code = (word(qk, blk + sh.d + c * rw + bit / 32) >> (bit % 32)) & mask;
+        *out = s * code as f32 + m;
+    }
+    let ng = sh.dv / sh.group;
+    let base = (j * sh.h + g) * (ng + sh.dv * bits / 32);
+    for (c, out) in v.iter_mut().enumerate() {
+        let (s, m) = pair(word(qv, base + c / sh.group));
+        let bit = c * bits;
+        let code = (word(qv, base + ng + bit / 32) >> (bit % 32)) & mask;
+        *out = s * code as f32 + m;
     }
 }
 

@@ -175,6 +175,16 @@ impl CacheMask<'_> {
                 .is_none_or(|(w, s)| kp < s as i64 || p - kp < w as i64)
     }
 
+    /// As [`CacheMask::visible`] without the sinks' exception: monotone in both positions
+    /// (a later key or an earlier query only loses visibility), so a block of keys is visible
+    /// to a tile of queries when its corners are.
+    #[inline(always)]
+    fn visible_strict(&self, p: i64, kp: i64) -> bool {
+        (!self.causal || kp <= p)
+            && self.window.is_none_or(|w| p - kp < w as i64)
+            && self.cache_window.is_none_or(|(w, _)| p - kp < w as i64)
+    }
+
     #[inline(always)]
     fn cap(&self, s: f32) -> f32 {
         match self.softcap {
@@ -429,18 +439,19 @@ fn run_unit<S: Simd>(s: S, ctx: &Ctx<'_>, u: &Unit) -> Partial {
             grp = Some((gi, gst[gi]));
         }
         let nb = jb - j;
-        // Every query of the tile sees every key of the block (the corners suffice:
-        // positions ascend, and the sinks rule only adds keys).
+        // Every query of the tile sees every key of the block. The corners suffice under the
+        // rule without the sinks' exception (positions ascend); with it they do not: a sink at
+        // the block's start is visible while the keys after it may have left the window.
         let (pf, kp0, kp1) = (
             (m.q_pos0 + u.i0) as i64,
             head.pos[j] as i64,
             head.pos[jb - 1] as i64,
         );
         let all_visible = m.softcap.is_none()
-            && m.visible(pf, kp1)
-            && m.visible(pf, kp0)
-            && m.visible(p_last, kp0)
-            && m.visible(p_last, kp1);
+            && m.visible_strict(pf, kp1)
+            && m.visible_strict(pf, kp0)
+            && m.visible_strict(p_last, kp0)
+            && m.visible_strict(p_last, kp1);
         score_block(
             s, head.keys, j, jb, grp, nq, &qr, rows, d, &mut sc, &mut scr,
         );

@@ -7,7 +7,7 @@
 //! first `n` slots read as an attention operand `[n, h_kv, dim]`. A third buffer holds each
 //! slot's position (`u32::MAX` for an empty slot, which attention skips).
 
-use super::attention::{single, AttnOperands, ScoreBufs};
+use super::attention::{single, AttnOperands, KvRegion, RegionFmt, ScoreBufs};
 use super::buffer::{pad4, GpuBuffer};
 use super::pipeline::PipelineKey;
 use super::GpuBackend;
@@ -125,9 +125,10 @@ fn scores_key() -> PipelineKey {
     )
 }
 
-/// Every `kv_append` and `kv_scores` variant, for the naga translation test.
+/// Every `kv_append`, `kv_scores` and KIVI flush variant, for the naga translation test.
 pub(crate) fn all_keys() -> Vec<PipelineKey> {
     let mut out = vec![scores_key()];
+    out.extend(kivi_all_keys());
     for src in [DType::F32, DType::F16] {
         for fmt in [DType::F16, DType::Q8_0, DType::Q4_0] {
             if let Ok(k) = append_key(src, fmt) {
@@ -378,16 +379,40 @@ impl GpuBackend {
         shape: &AttentionShape,
         cache_window: Option<(usize, usize)>,
         score_from: Option<usize>,
+        kivi: Option<(&KiviBuffers, KiviShape)>,
     ) -> Result<(Tensor, Option<Vec<f32>>)> {
         let limit = self.ctx.chunk_limit();
         let qbuf = gpu_buffer(q, "KvCache::attend queries", limit)?;
         let (t_q, h_q, t_k, h_kv) = (shape.t_q, shape.h_q, shape.t_k, shape.h_kv);
+        // The cache's cells as one region of slots, and a KIVI cache's quantized groups as a
+        // second (`shape.t_k` counts both).
+        let qslots = kivi.map_or(0, |(kb, ks)| kb.groups * ks.group);
+        let regions = || {
+            let mut r = vec![KvRegion {
+                k: &bufs.k.chunks[0].buf,
+                v: &bufs.v.chunks[0].buf,
+                fmt: RegionFmt::Plain(fmt, fmt),
+                kpos: Some(&bufs.pos.chunks[0].buf),
+                t_k: t_k - qslots,
+            }];
+            if let Some((kb, ks)) = kivi.filter(|_| qslots > 0) {
+                r.push(KvRegion {
+                    k: &kb.k.chunks[0].buf,
+                    v: &kb.v.chunks[0].buf,
+                    fmt: RegionFmt::Kivi {
+                        bits: ks.bits,
+                        group: ks.group as u32,
+                    },
+                    kpos: Some(&kb.pos.chunks[0].buf),
+                    t_k: qslots,
+                });
+            }
+            r
+        };
         let Some(from) = score_from else {
             let o = AttnOperands {
                 q: (qbuf, q.dtype()),
-                k: (&bufs.k.chunks[0].buf, fmt),
-                v: (&bufs.v.chunks[0].buf, fmt),
-                kpos: Some(&bufs.pos.chunks[0].buf),
+                regions: regions(),
                 cache_window,
                 pos_heads: true,
                 scores: None,
@@ -461,9 +486,7 @@ impl GpuBackend {
                 };
                 let o = AttnOperands {
                     q: (if single { qbuf } else { &qchunk }, q.dtype()),
-                    k: (&bufs.k.chunks[0].buf, fmt),
-                    v: (&bufs.v.chunks[0].buf, fmt),
-                    kpos: Some(&bufs.pos.chunks[0].buf),
+                    regions: regions(),
                     cache_window,
                     pos_heads: true,
                     scores: (rel_from < nq).then_some(ScoreBufs {
@@ -553,5 +576,235 @@ impl GpuBackend {
         k.truncate(slots * bufs.k_slot);
         v.truncate(slots * bufs.v_slot);
         Ok((k, v))
+    }
+}
+
+/// The quantized groups of a KIVI cache layer: key group blocks per (group, head), value
+/// cells and positions per (slot, head), as `shaders/kivi.wgsl` writes them and the attention
+/// kernels' `K_KIVI` / `V_KIVI` readers read them.
+pub(crate) struct KiviBuffers {
+    k: GpuBuffer,
+    v: GpuBuffer,
+    pos: GpuBuffer,
+    /// Groups allocated.
+    groups: usize,
+}
+
+impl std::fmt::Debug for KiviBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KiviBuffers")
+            .field("groups", &self.groups)
+            .finish()
+    }
+}
+
+impl KiviBuffers {
+    /// Groups allocated.
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    /// Device bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        [&self.k, &self.v, &self.pos]
+            .iter()
+            .map(|b| {
+                b.chunks
+                    .iter()
+                    .map(|c| c.buf.size() as usize)
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+/// The shape of a KIVI layer: KV heads, key and value dims, bits per code, group size.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KiviShape {
+    pub h: usize,
+    pub d: usize,
+    pub dv: usize,
+    pub bits: u32,
+    pub group: usize,
+}
+
+impl KiviShape {
+    /// Bytes per key group block of one head: d packed (scale, minimum) words, then d runs of
+    /// `group` codes.
+    pub fn kblock(&self) -> usize {
+        self.d * 4 + self.d * self.group * self.bits as usize / 8
+    }
+
+    /// Bytes per value cell: d_v / group packed words, then d_v codes.
+    pub fn vcell(&self) -> usize {
+        self.dv / self.group * 4 + self.dv * self.bits as usize / 8
+    }
+}
+
+fn kivi_key(entry: &'static str, k: KiviShape) -> PipelineKey {
+    PipelineKey::new(
+        "kivi",
+        entry,
+        format!("kivi{}g{}", k.bits, k.group),
+        vec![],
+        vec![("WG", WG), ("KBITS", k.bits), ("KGROUP", k.group as u32)],
+    )
+}
+
+/// The KIVI flush variants, for the naga translation test.
+pub(crate) fn kivi_all_keys() -> Vec<PipelineKey> {
+    let mut out = Vec::new();
+    for bits in [2, 4] {
+        let k = KiviShape {
+            h: 1,
+            d: 32,
+            dv: 32,
+            bits,
+            group: 32,
+        };
+        out.push(kivi_key("kivi_keys", k));
+        out.push(kivi_key("kivi_values", k));
+    }
+    out
+}
+
+impl GpuBackend {
+    /// KIVI buffers for `groups` groups, every position empty; with `old`, its groups are copied
+    /// over (growth).
+    pub(crate) fn kivi_buffers(
+        &self,
+        groups: usize,
+        ks: KiviShape,
+        old: Option<&KiviBuffers>,
+    ) -> Result<KiviBuffers> {
+        let (kblock, vcell) = (ks.kblock(), ks.vcell());
+        let cells = groups * ks.group * ks.h;
+        self.ctx.scoped("KIVI cache buffers", || {
+            let new = KiviBuffers {
+                k: self.kv_alloc("KIVI keys", groups * ks.h * kblock)?,
+                v: self.kv_alloc("KIVI values", cells * vcell)?,
+                pos: self.kv_alloc("KIVI positions", cells * 4)?,
+                groups,
+            };
+            let q = &self.ctx.queue;
+            q.write_buffer(
+                &new.pos.chunks[0].buf,
+                0,
+                &vec![0xffu8; pad4((cells * 4) as u64) as usize],
+            );
+            if let Some(old) = old {
+                let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+                let oc = old.groups * ks.group * ks.h;
+                for (from, to, n) in [
+                    (&old.k, &new.k, old.groups * ks.h * kblock),
+                    (&old.v, &new.v, oc * vcell),
+                    (&old.pos, &new.pos, oc * 4),
+                ] {
+                    let n = pad4(n as u64).min(from.chunks[0].buf.size());
+                    if n > 0 {
+                        enc.copy_buffer_to_buffer(&from.chunks[0].buf, 0, &to.chunks[0].buf, 0, n);
+                    }
+                }
+                q.submit([enc.finish()]);
+            }
+            Ok(new)
+        })
+    }
+
+    /// Writes the positions of quantized cells `0 .. pos.len()` (`slot · h_kv + head`).
+    pub(crate) fn kivi_write_positions(&self, q: &KiviBuffers, pos: &[u32]) -> Result<()> {
+        if pos.is_empty() {
+            return Ok(());
+        }
+        if pos.len() * 4 > q.pos.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} positions for {} KIVI cells",
+                pos.len(),
+                q.pos.len() / 4
+            )));
+        }
+        self.ctx
+            .queue
+            .write_buffer(&q.pos.chunks[0].buf, 0, bytemuck::cast_slice(pos));
+        Ok(())
+    }
+
+    /// Quantizes `items` (per item: head, group, then the group's tail slots in position order)
+    /// from the f16 tail into the KIVI buffers.
+    pub(crate) fn kivi_flush(
+        &self,
+        tail: &KvBuffers,
+        q: &KiviBuffers,
+        ks: KiviShape,
+        items: &[u32],
+    ) -> Result<()> {
+        let n = items.len() / (2 + ks.group);
+        if n == 0 {
+            return Ok(());
+        }
+        self.ctx.scoped("KIVI flush", || {
+            let dev = &self.ctx.device;
+            let ibuf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("KIVI flush items"),
+                contents: bytemuck::cast_slice(items),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+            let p: [u32; 4] = [ks.h as u32, ks.d as u32, ks.dv as u32, n as u32];
+            let ubuf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("KIVI flush params"),
+                contents: bytemuck::cast_slice(&p),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            let mut enc = dev.create_command_encoder(&Default::default());
+            let mut keep = Vec::new();
+            for (entry, work) in [
+                ("kivi_keys", n * ks.d),
+                ("kivi_values", n * ks.group * (ks.dv / ks.group)),
+            ] {
+                let pipe = self.pipelines.get(dev, &kivi_key(entry, ks))?;
+                let list: [(u32, &wgpu::Buffer); 6] = [
+                    (0, &tail.k.chunks[0].buf),
+                    (1, &tail.v.chunks[0].buf),
+                    (2, &q.k.chunks[0].buf),
+                    (3, &q.v.chunks[0].buf),
+                    (4, &ibuf),
+                    (5, &ubuf),
+                ];
+                // Each entry binds only what it reads and writes.
+                let used: &[u32] = if entry == "kivi_keys" {
+                    &[0, 2, 4, 5]
+                } else {
+                    &[1, 3, 4, 5]
+                };
+                let entries: Vec<wgpu::BindGroupEntry> = list
+                    .iter()
+                    .filter(|(b, _)| used.contains(b))
+                    .map(|&(binding, buf)| wgpu::BindGroupEntry {
+                        binding,
+                        resource: buf.as_entire_binding(),
+                    })
+                    .collect();
+                let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("KIVI flush"),
+                    layout: &pipe.layout,
+                    entries: &entries,
+                });
+                let (gx, gy) = self.kv_groups(work.div_ceil(WG as usize))?;
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    pass.set_pipeline(&pipe.pipeline);
+                    pass.set_bind_group(0, &bind, &[]);
+                    pass.dispatch_workgroups(gx, gy, 1);
+                }
+                keep.push((pipe, bind));
+            }
+            self.ctx.queue.submit([enc.finish()]);
+            Ok(())
+        })
+    }
+
+    /// The raw bytes of the KIVI keys and values.
+    pub(crate) fn kivi_read(&self, q: &KiviBuffers) -> Result<(Vec<u8>, Vec<u8>)> {
+        Ok((q.k.read_bytes()?, q.v.read_bytes()?))
     }
 }

@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 
 /// Kernel families: `(name, source)`.
-pub(crate) const FAMILIES: [(&str, &str); 9] = [
+pub(crate) const FAMILIES: [(&str, &str); 10] = [
     ("matvec", include_str!("../../../shaders/matvec.wgsl")),
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
     ("quantize", include_str!("../../../shaders/quantize.wgsl")),
@@ -18,6 +18,7 @@ pub(crate) const FAMILIES: [(&str, &str); 9] = [
     ("attention", include_str!("../../../shaders/attention.wgsl")),
     ("kv", include_str!("../../../shaders/kv.wgsl")),
     ("kv_scores", include_str!("../../../shaders/kv_scores.wgsl")),
+    ("kivi", include_str!("../../../shaders/kivi.wgsl")),
     (
         "linear_attn",
         include_str!("../../../shaders/linear_attn.wgsl"),
