@@ -10,21 +10,7 @@ use wattle::{
     AttentionParams, DType, Error, Eviction, KvCache, KvCacheConfig, KvFormat, Runtime, Tensor,
 };
 
-const FORMATS: [KvFormat; 5] = [
-    KvFormat::F16,
-    KvFormat::Q8_0,
-    KvFormat::Q4_0,
-    KvFormat::Kivi {
-        bits: 4,
-        group: 32,
-        residual: 32,
-    },
-    KvFormat::Kivi {
-        bits: 2,
-        group: 32,
-        residual: 32,
-    },
-];
+const FORMATS: [KvFormat; 5] = KV_FORMATS;
 
 fn cache(rt: &Runtime, h: usize, d: usize, format: KvFormat, eviction: Eviction) -> KvCache {
     let cfg = KvCacheConfig {

@@ -12,15 +12,12 @@ use wattle::{
     AttentionParams, Device, Error, Eviction, KvCache, KvCacheConfig, KvFormat, Runtime, Tensor,
 };
 
+/// Every format, KIVI-2 with a shorter residual so that groups form sooner.
 const GPU_FORMATS: [KvFormat; 5] = [
-    KvFormat::F16,
-    KvFormat::Q8_0,
-    KvFormat::Q4_0,
-    KvFormat::Kivi {
-        bits: 4,
-        group: 32,
-        residual: 32,
-    },
+    KV_FORMATS[0],
+    KV_FORMATS[1],
+    KV_FORMATS[2],
+    KV_FORMATS[3],
     KvFormat::Kivi {
         bits: 2,
         group: 32,

@@ -3,7 +3,24 @@
 #![allow(dead_code)]
 
 use half::{bf16, f16};
-use wattle::{DType, Device, Runtime, Tensor};
+use wattle::{DType, Device, KvFormat, Runtime, Tensor};
+
+/// Every KV cache format (KIVI with groups of 32 and a 32-token residual).
+pub const KV_FORMATS: [KvFormat; 5] = [
+    KvFormat::F16,
+    KvFormat::Q8_0,
+    KvFormat::Q4_0,
+    KvFormat::Kivi {
+        bits: 4,
+        group: 32,
+        residual: 32,
+    },
+    KvFormat::Kivi {
+        bits: 2,
+        group: 32,
+        residual: 32,
+    },
+];
 
 /// xorshift64* — deterministic, no dependencies.
 pub struct Rng(u64);

@@ -247,23 +247,8 @@ fn every_kv_format_runs() {
         ..options(KvChoice::F16, 64)
     });
     for o in cases {
-        let mut dec = Decoder::new(&rt, &m, o).expect("decoder");
-        let mut s = Sampler::new(SamplerConfig {
-            temp: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            seed: 0,
-        });
-        let logits = dec
-            .forward(&PROMPT_IDS, PROMPT_IDS.len() - 1)
-            .expect("prefill");
-        let mut next = s.sample(&rt, &logits).expect("sample");
-        let first = next;
-        for _ in 0..8 {
-            let l = dec.forward(&[next], 0).expect("decode");
-            next = s.sample(&rt, &l).expect("sample");
-        }
-        assert_eq!(dec.position(), PROMPT_IDS.len() + 8);
+        let ids = greedy_ids(&rt, &m, o, 9);
+        let first = ids[0];
         if matches!(o.kv, KvChoice::F16 | KvChoice::Q8_0) && o.window.is_none() {
             // " Paris"
             assert_eq!(first, 7042, "{o:?}");
@@ -288,6 +273,7 @@ fn greedy_ids(rt: &Runtime, m: &Model, o: DecoderOptions, n: usize) -> Vec<u32> 
         let l = dec.forward(&[ids[ids.len() - 1]], 0).expect("decode");
         ids.push(s.sample(rt, &l).expect("sample"));
     }
+    assert_eq!(dec.position(), PROMPT_IDS.len() + n - 1);
     ids
 }
 

@@ -158,6 +158,68 @@ fn gpu_buffer<'a>(t: &'a Tensor, what: &str, limit: u64) -> Result<&'a wgpu::Buf
 }
 
 impl GpuBackend {
+    /// Copies the first `n` bytes of each `(from, to, n)` (growth of a cache's buffers).
+    fn copy_prefixes(&self, copies: &[(&GpuBuffer, &GpuBuffer, usize)]) {
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        for &(from, to, n) in copies {
+            let n = pad4(n as u64).min(from.chunks[0].buf.size());
+            if n > 0 {
+                enc.copy_buffer_to_buffer(&from.chunks[0].buf, 0, &to.chunks[0].buf, 0, n);
+            }
+        }
+        self.ctx.queue.submit([enc.finish()]);
+    }
+
+    /// Writes `pos` at the start of a positions buffer.
+    fn write_positions(&self, buf: &GpuBuffer, pos: &[u32], what: &str) -> Result<()> {
+        if pos.is_empty() {
+            return Ok(());
+        }
+        if pos.len() * 4 > buf.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} positions for {} {what} cells",
+                pos.len(),
+                buf.len() / 4
+            )));
+        }
+        self.ctx
+            .queue
+            .write_buffer(&buf.chunks[0].buf, 0, bytemuck::cast_slice(pos));
+        Ok(())
+    }
+
+    /// Encodes one pass of `pipe` over `work` invocations of WG with the `(binding, buffer)`
+    /// entries (only those the pipeline's layout has).
+    fn encode_pass(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pipe: &super::pipeline::Pipeline,
+        entries: &[(u32, &wgpu::Buffer)],
+        work: usize,
+    ) -> Result<()> {
+        let entries: Vec<wgpu::BindGroupEntry> = entries
+            .iter()
+            .map(|&(binding, buf)| wgpu::BindGroupEntry {
+                binding,
+                resource: buf.as_entire_binding(),
+            })
+            .collect();
+        let bind = self
+            .ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wattle KV cache"),
+                layout: &pipe.layout,
+                entries: &entries,
+            });
+        let (gx, gy) = self.kv_groups(work.div_ceil(WG as usize))?;
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipe.pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(gx, gy, 1);
+        Ok(())
+    }
+
     /// One single-binding buffer of `bytes` bytes.
     fn kv_alloc(&self, what: &str, bytes: usize) -> Result<GpuBuffer> {
         let b = self.ctx.alloc_rows(what, 1, bytes)?;
@@ -205,23 +267,11 @@ impl GpuBackend {
                 &vec![0xffu8; pad4(pb as u64) as usize],
             );
             if let Some(old) = old {
-                let mut enc =
-                    self.ctx
-                        .device
-                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                            label: Some("wattle KV cache growth"),
-                        });
-                for (from, to, n) in [
+                self.copy_prefixes(&[
                     (&old.k, &new.k, old.slots * k_slot),
                     (&old.v, &new.v, old.slots * v_slot),
                     (&old.pos, &new.pos, old.slots * 4 * h),
-                ] {
-                    let n = pad4(n as u64).min(from.chunks[0].buf.size());
-                    if n > 0 {
-                        enc.copy_buffer_to_buffer(&from.chunks[0].buf, 0, &to.chunks[0].buf, 0, n);
-                    }
-                }
-                q.submit([enc.finish()]);
+                ]);
             }
             Ok(new)
         })
@@ -229,20 +279,7 @@ impl GpuBackend {
 
     /// Writes the positions of cells `0 .. pos.len()` (`slot · h_kv + head`).
     pub(crate) fn kv_write_positions(&self, bufs: &KvBuffers, pos: &[u32]) -> Result<()> {
-        if pos.is_empty() {
-            return Ok(());
-        }
-        if pos.len() * 4 > bufs.pos.len() {
-            return Err(Error::InvalidArgument(format!(
-                "{} positions for {} KV cache cells",
-                pos.len(),
-                bufs.pos.len() / 4
-            )));
-        }
-        self.ctx
-            .queue
-            .write_buffer(&bufs.pos.chunks[0].buf, 0, bytemuck::cast_slice(pos));
-        Ok(())
+        self.write_positions(&bufs.pos, pos, "KV cache")
     }
 
     /// Quantizes `k [t, h_kv, d]` and `v [t, h_kv, d_v]` (F32/F16 on this device) into the
@@ -285,7 +322,6 @@ impl GpuBackend {
             let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("wattle KV append"),
             });
-            let mut keep = Vec::new();
             for (src, dst, per_slot) in [(k, &bufs.k, bufs.k_slot), (v, &bufs.v, bufs.v_slot)] {
                 let per = per_slot / h;
                 let n = src.shape().get(2).copied().unwrap_or(0);
@@ -310,40 +346,18 @@ impl GpuBackend {
                     contents: bytemuck::bytes_of(&p),
                     usage: wgpu::BufferUsages::UNIFORM,
                 });
-                let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("KV append"),
-                    layout: &pipeline.layout,
-                    entries: &[
-                        wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: gpu_buffer(src, "KvCache::append source", limit)?
-                                .as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 1,
-                            resource: dst.chunks[0].buf.as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 2,
-                            resource: src_buf.as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 3,
-                            resource: ubuf.as_entire_binding(),
-                        },
+                let src_b = gpu_buffer(src, "KvCache::append source", limit)?;
+                self.encode_pass(
+                    &mut enc,
+                    &pipeline,
+                    &[
+                        (0, src_b),
+                        (1, &dst.chunks[0].buf),
+                        (2, &src_buf),
+                        (3, &ubuf),
                     ],
-                });
-                let (gx, gy) = self.kv_groups(words.div_ceil(WG as usize))?;
-                {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some("wattle KV append"),
-                        timestamp_writes: None,
-                    });
-                    pass.set_pipeline(&pipeline.pipeline);
-                    pass.set_bind_group(0, &bind, &[]);
-                    pass.dispatch_workgroups(gx, gy, 1);
-                }
-                keep.push((pipeline, bind, ubuf));
+                    words,
+                )?;
             }
             self.ctx.queue.submit([enc.finish()]);
             Ok(())
@@ -520,36 +534,12 @@ impl GpuBackend {
                         contents: bytemuck::cast_slice(&sp),
                         usage: wgpu::BufferUsages::UNIFORM,
                     });
-                    let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some("KV scores"),
-                        layout: &scores_pipe.layout,
-                        entries: &[
-                            wgpu::BindGroupEntry {
-                                binding: 0,
-                                resource: lg.as_entire_binding(),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 1,
-                                resource: stats.as_entire_binding(),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 2,
-                                resource: acc.chunks[0].buf.as_entire_binding(),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 3,
-                                resource: ubuf.as_entire_binding(),
-                            },
-                        ],
-                    });
-                    let (gx, gy) = self.kv_groups((h_kv * t_k).div_ceil(WG as usize))?;
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some("wattle KV scores"),
-                        timestamp_writes: None,
-                    });
-                    pass.set_pipeline(&scores_pipe.pipeline);
-                    pass.set_bind_group(0, &bind, &[]);
-                    pass.dispatch_workgroups(gx, gy, 1);
+                    self.encode_pass(
+                        &mut enc,
+                        &scores_pipe,
+                        &[(0, &lg), (1, &stats), (2, &acc.chunks[0].buf), (3, &ubuf)],
+                        h_kv * t_k,
+                    )?;
                 }
                 self.ctx.queue.submit([enc.finish()]);
                 c0 = c1;
@@ -693,19 +683,12 @@ impl GpuBackend {
                 &vec![0xffu8; pad4((cells * 4) as u64) as usize],
             );
             if let Some(old) = old {
-                let mut enc = self.ctx.device.create_command_encoder(&Default::default());
                 let oc = old.groups * ks.group * ks.h;
-                for (from, to, n) in [
+                self.copy_prefixes(&[
                     (&old.k, &new.k, old.groups * ks.h * kblock),
                     (&old.v, &new.v, oc * vcell),
                     (&old.pos, &new.pos, oc * 4),
-                ] {
-                    let n = pad4(n as u64).min(from.chunks[0].buf.size());
-                    if n > 0 {
-                        enc.copy_buffer_to_buffer(&from.chunks[0].buf, 0, &to.chunks[0].buf, 0, n);
-                    }
-                }
-                q.submit([enc.finish()]);
+                ]);
             }
             Ok(new)
         })
@@ -713,20 +696,7 @@ impl GpuBackend {
 
     /// Writes the positions of quantized cells `0 .. pos.len()` (`slot · h_kv + head`).
     pub(crate) fn kivi_write_positions(&self, q: &KiviBuffers, pos: &[u32]) -> Result<()> {
-        if pos.is_empty() {
-            return Ok(());
-        }
-        if pos.len() * 4 > q.pos.len() {
-            return Err(Error::InvalidArgument(format!(
-                "{} positions for {} KIVI cells",
-                pos.len(),
-                q.pos.len() / 4
-            )));
-        }
-        self.ctx
-            .queue
-            .write_buffer(&q.pos.chunks[0].buf, 0, bytemuck::cast_slice(pos));
-        Ok(())
+        self.write_positions(&q.pos, pos, "KIVI")
     }
 
     /// Quantizes `items` (per item: head, group, then the group's tail slots in position order)
@@ -756,47 +726,23 @@ impl GpuBackend {
                 usage: wgpu::BufferUsages::UNIFORM,
             });
             let mut enc = dev.create_command_encoder(&Default::default());
-            let mut keep = Vec::new();
             for (entry, work) in [
                 ("kivi_keys", n * ks.d),
                 ("kivi_values", n * ks.group * (ks.dv / ks.group)),
             ] {
                 let pipe = self.pipelines.get(dev, &kivi_key(entry, ks))?;
-                let list: [(u32, &wgpu::Buffer); 6] = [
-                    (0, &tail.k.chunks[0].buf),
-                    (1, &tail.v.chunks[0].buf),
-                    (2, &q.k.chunks[0].buf),
-                    (3, &q.v.chunks[0].buf),
-                    (4, &ibuf),
-                    (5, &ubuf),
-                ];
                 // Each entry binds only what it reads and writes.
-                let used: &[u32] = if entry == "kivi_keys" {
-                    &[0, 2, 4, 5]
+                let (tail_b, q_b) = if entry == "kivi_keys" {
+                    ((0, &tail.k.chunks[0].buf), (2, &q.k.chunks[0].buf))
                 } else {
-                    &[1, 3, 4, 5]
+                    ((1, &tail.v.chunks[0].buf), (3, &q.v.chunks[0].buf))
                 };
-                let entries: Vec<wgpu::BindGroupEntry> = list
-                    .iter()
-                    .filter(|(b, _)| used.contains(b))
-                    .map(|&(binding, buf)| wgpu::BindGroupEntry {
-                        binding,
-                        resource: buf.as_entire_binding(),
-                    })
-                    .collect();
-                let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("KIVI flush"),
-                    layout: &pipe.layout,
-                    entries: &entries,
-                });
-                let (gx, gy) = self.kv_groups(work.div_ceil(WG as usize))?;
-                {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
-                    pass.set_pipeline(&pipe.pipeline);
-                    pass.set_bind_group(0, &bind, &[]);
-                    pass.dispatch_workgroups(gx, gy, 1);
-                }
-                keep.push((pipe, bind));
+                self.encode_pass(
+                    &mut enc,
+                    &pipe,
+                    &[tail_b, q_b, (4, &ibuf), (5, &ubuf)],
+                    work,
+                )?;
             }
             self.ctx.queue.submit([enc.finish()]);
             Ok(())
