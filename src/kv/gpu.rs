@@ -20,6 +20,8 @@ pub(super) struct KiviPart {
     pub residual: usize,
     /// Position of each quantized cell (`(group · G + t) · h + head`); `EMPTY`: free.
     pub cells: Vec<u32>,
+    /// Accumulated H2O score of each quantized cell.
+    scores: Vec<f32>,
     /// Whether head g holds group i (`used[i · h + g]`).
     used: Vec<bool>,
     /// Quantized tokens per head.
@@ -33,6 +35,7 @@ impl KiviPart {
     pub fn new(bufs: KiviBuffers, shape: KiviShape, residual: usize) -> KiviPart {
         let cells = vec![EMPTY; bufs.groups() * shape.group * shape.h];
         KiviPart {
+            scores: vec![0.0; cells.len()],
             used: vec![false; bufs.groups() * shape.h],
             bufs,
             shape,
@@ -61,14 +64,25 @@ impl KiviPart {
     /// Frees cells whose position fails `keep`; a head's group with no token left is free again
     /// (its scales and minimums stay for the tokens a partly emptied group keeps).
     fn retain(&mut self, keep: &impl Fn(u32) -> bool) {
-        let (h, gs) = (self.shape.h, self.shape.group);
         for c in 0..self.cells.len() {
             if self.cells[c] != EMPTY && !keep(self.cells[c]) {
-                self.cells[c] = EMPTY;
-                self.count[c % h] -= 1;
-                self.dirty = true;
+                self.drop_cell(c);
             }
         }
+        self.free_empty_groups();
+    }
+
+    /// Frees quantized cell `c`.
+    fn drop_cell(&mut self, c: usize) {
+        self.cells[c] = EMPTY;
+        self.scores[c] = 0.0;
+        self.count[c % self.shape.h] -= 1;
+        self.dirty = true;
+    }
+
+    /// Marks the groups a head no longer holds any token of as free.
+    fn free_empty_groups(&mut self) {
+        let (h, gs) = (self.shape.h, self.shape.group);
         for gi in 0..self.groups() {
             for g in 0..h {
                 if self.used[gi * h + g]
@@ -148,6 +162,7 @@ impl GpuLayer {
                     .unwrap_or_else(|| {
                         k.used.resize(k.used.len() + h, false);
                         k.cells.resize(k.cells.len() + gs * h, EMPTY);
+                        k.scores.resize(k.cells.len(), 0.0);
                         k.groups() - 1
                     });
                 k.used[gi * h + g] = true;
@@ -156,7 +171,9 @@ impl GpuLayer {
                 for (t, &s) in tail.iter().take(gs).enumerate() {
                     items.push(s as u32);
                     k.cells[(gi * gs + t) * h + g] = self.cells[s * h + g];
+                    k.scores[(gi * gs + t) * h + g] = self.scores[s * h + g];
                     self.cells[s * h + g] = EMPTY;
+                    self.scores[s * h + g] = 0.0;
                 }
                 self.count[g] -= gs;
                 k.count[g] += gs;
@@ -295,32 +312,75 @@ impl GpuLayer {
         self.retain(|p| eviction::window_keeps(p, p_ref, window, sinks));
     }
 
-    /// H2O: adds this call's probabilities (`[h][slots]`) to the scores, then evicts per head.
-    pub fn evict_heavy_hitter(&mut self, probs: &[f32], budget: usize, recent: usize) {
-        let n = self.slots();
-        for g in 0..self.h {
-            for s in 0..n {
-                let c = s * self.h + g;
-                if self.cells[c] != EMPTY {
-                    self.scores[c] += probs[g * n + s];
+    /// The index of head `g`'s token `at` in this call's probabilities: tail slots first, then
+    /// the KIVI groups' slots.
+    fn prob_index(&self, at: (bool, usize)) -> usize {
+        if at.0 {
+            self.slots() + at.1
+        } else {
+            at.1
+        }
+    }
+
+    /// The accumulated score of head `g`'s token `at`.
+    fn score_mut(&mut self, g: usize, at: (bool, usize)) -> &mut f32 {
+        let c = at.1 * self.h + g;
+        match (at.0, &mut self.kivi) {
+            (true, Some(k)) => &mut k.scores[c],
+            _ => &mut self.scores[c],
+        }
+    }
+
+    /// Frees head `g`'s tokens `order[i]` where `keep[i]` is false.
+    fn drop_tokens(&mut self, g: usize, order: &[(bool, usize)], keep: &[bool]) {
+        let tail: Vec<usize> = order.iter().filter(|a| !a.0).map(|a| a.1).collect();
+        let tail_keep: Vec<bool> = order
+            .iter()
+            .zip(keep)
+            .filter(|(a, _)| !a.0)
+            .map(|(_, &k)| k)
+            .collect();
+        self.drop_cells(g, &tail, &tail_keep);
+        if let Some(k) = &mut self.kivi {
+            for (a, &kp) in order.iter().zip(keep) {
+                if a.0 && !kp {
+                    k.drop_cell(a.1 * self.h + g);
                 }
             }
-            let slots = self.ordered(g);
-            let sc: Vec<f32> = slots.iter().map(|&s| self.scores[s * self.h + g]).collect();
+            k.free_empty_groups();
+        }
+    }
+
+    /// H2O: adds this call's probabilities (`[h][slots]`, tail slots then KIVI group slots) to
+    /// the scores, then evicts per head.
+    pub fn evict_heavy_hitter(&mut self, probs: &[f32], budget: usize, recent: usize) {
+        let n = probs.len() / self.h;
+        for g in 0..self.h {
+            let order = self.ordered_all(g);
+            let mut sc = Vec::with_capacity(order.len());
+            for &at in &order {
+                let p = probs[g * n + self.prob_index(at)];
+                let s = self.score_mut(g, at);
+                *s += p;
+                sc.push(*s);
+            }
             let keep = eviction::heavy_hitter_keep(&sc, budget, recent);
-            self.drop_cells(g, &slots, &keep);
+            self.drop_tokens(g, &order, &keep);
         }
         self.trim();
     }
 
-    /// SnapKV: one-shot compression by this call's probabilities (`[h][slots]`).
+    /// SnapKV: one-shot compression by this call's probabilities (as for H2O).
     pub fn evict_snapkv(&mut self, probs: &[f32], budget: usize, observe: usize, pool: usize) {
-        let n = self.slots();
+        let n = probs.len() / self.h;
         for g in 0..self.h {
-            let slots = self.ordered(g);
-            let p: Vec<f32> = slots.iter().map(|&s| probs[g * n + s]).collect();
+            let order = self.ordered_all(g);
+            let p: Vec<f32> = order
+                .iter()
+                .map(|&at| probs[g * n + self.prob_index(at)])
+                .collect();
             let keep = eviction::snapkv_keep(&p, budget, observe, pool);
-            self.drop_cells(g, &slots, &keep);
+            self.drop_tokens(g, &order, &keep);
         }
         self.trim();
         self.snapped = true;

@@ -25,10 +25,9 @@
 //! On a GPU device the cache lives in device buffers: `append` quantizes on the GPU
 //! (`shaders/kv.wgsl`) and `attend` runs the WGSL attention kernels over the cells in place,
 //! keeping the logits the score-based policies need and summing them into per-token
-//! probabilities on the device (`shaders/kv_scores.wgsl`). GPU caches hold every format: a KIVI
-//! cache keeps its f16 tail in cells and quantizes whole groups on the device
-//! (`shaders/kivi.wgsl`); KIVI with score-based eviction is CPU-only so far
-//! ([`Error::NotAvailable`] on a GPU).
+//! probabilities on the device (`shaders/kv_scores.wgsl`). GPU caches hold every format and
+//! policy: a KIVI cache keeps its f16 tail in cells and quantizes whole groups on the device
+//! (`shaders/kivi.wgsl`).
 
 mod eviction;
 mod gpu;
@@ -175,8 +174,7 @@ fn invalid(msg: impl Into<String>) -> Error {
 }
 
 impl KvCache {
-    /// An empty cache on `device` ([`Error::NotAvailable`] on a GPU for KIVI with HeavyHitter or
-    /// SnapKv eviction).
+    /// An empty cache on `device` (the CPU or a GPU; every format and policy on both).
     pub fn new(rt: &Runtime, device: &Device, cfg: KvCacheConfig) -> Result<KvCache> {
         let _ = rt;
         let d = cfg.head_dim;
@@ -307,13 +305,6 @@ impl KvCache {
                         group,
                         residual,
                     } => {
-                        if !matches!(cfg.eviction, Eviction::None | Eviction::Window { .. }) {
-                            return Err(Error::NotAvailable(format!(
-                                "KvCache on `{}`: KIVI with score-based eviction (HeavyHitter, \
-                                 SnapKv) is CPU-only so far",
-                                device.name()
-                            )));
-                        }
                         let shape = KiviShape {
                             h: cfg.kv_heads,
                             d,
