@@ -230,11 +230,7 @@ pub fn run(a: PlanArgs) -> Result<(), String> {
         policy
     );
     let kv = a.kv.to_ascii_lowercase();
-    let has_kv = p.devices.iter().any(|d| {
-        d.ops
-            .iter()
-            .any(|o| o.op.op_name() == "kv_attend" && o.op.dtype_key().eq_ignore_ascii_case(&kv))
-    });
+    let has_kv = has_kv_points(&p, &kv);
     let decode_attn = if has_kv {
         format!("attention through a {kv} KvCache")
     } else {
@@ -269,11 +265,27 @@ pub fn run(a: PlanArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The ops of one decode token of the GGUF model at `path` attending over `ctx` positions (the
-/// chain `wattle plan --model` places), for `wattle run --policy`.
-pub(crate) fn decode_chain(path: &PathBuf, ctx: usize) -> Result<Vec<OpDesc>, String> {
+/// Whether some device of the profile has a `kv_attend` point of cache format `kv`.
+fn has_kv_points(p: &Profile, kv: &str) -> bool {
+    p.devices.iter().any(|d| {
+        d.ops
+            .iter()
+            .any(|o| o.op.op_name() == "kv_attend" && o.op.dtype_key().eq_ignore_ascii_case(kv))
+    })
+}
+
+/// The ops of one decode token of the GGUF model at `path` attending over `ctx` positions, as
+/// `wattle plan --model` places it (through a `kv` KvCache when the profile has such points),
+/// for `wattle run --policy`.
+pub(crate) fn decode_chain(
+    path: &PathBuf,
+    ctx: usize,
+    p: &Profile,
+    kv: &str,
+) -> Result<Vec<OpDesc>, String> {
     let model = read_model(path)?;
-    Ok(chain(&model, 1, ctx, None)
+    let kv_op = has_kv_points(p, kv).then_some(kv);
+    Ok(chain(&model, 1, ctx, kv_op)
         .into_iter()
         .map(|(_, o)| o)
         .collect())

@@ -71,7 +71,9 @@ impl EngineArgs {
     }
 
     /// `--policy`: every device of this machine that the profile covers is costed running the
-    /// whole decode token of `model` (at a 512-position context); the policy picks one.
+    /// whole decode token of `model` (at a 512-position context, attending through the `--kv`
+    /// cache when the profile has points of it, as `wattle plan --model` does); the policy
+    /// picks one.
     fn place(&self, model: &Path, policy: &str) -> Result<(Runtime, Device), String> {
         let policy: Policy = policy.parse().map_err(|e: wattle::Error| e.to_string())?;
         let rt = Runtime::new().map_err(|e| format!("cannot start wattle: {e}"))?;
@@ -82,7 +84,7 @@ impl EngineArgs {
                  --profile P.json)",
             )?,
         };
-        let ops = crate::plan::decode_chain(&model.to_path_buf(), 512)?;
+        let ops = crate::plan::decode_chain(&model.to_path_buf(), 512, &profile, self.kv.name())?;
         let mut costed = Vec::new();
         for d in &profile.devices {
             let Some(dev) = rt
