@@ -269,13 +269,17 @@ impl GpuLayer {
     fn drop_cells(&mut self, g: usize, slots: &[usize], keep: &[bool]) {
         for (&s, &k) in slots.iter().zip(keep) {
             if !k {
-                let c = s * self.h + g;
-                self.cells[c] = EMPTY;
-                self.scores[c] = 0.0;
-                self.count[g] -= 1;
-                self.dirty = true;
+                self.free_cell(s * self.h + g);
             }
         }
+    }
+
+    /// Frees tail cell `c`.
+    fn free_cell(&mut self, c: usize) {
+        self.cells[c] = EMPTY;
+        self.scores[c] = 0.0;
+        self.count[c % self.h] -= 1;
+        self.dirty = true;
     }
 
     /// Trims slots left empty in every head off the high-water mark.
@@ -296,13 +300,10 @@ impl GpuLayer {
         if let Some(k) = &mut self.kivi {
             k.retain(&keep);
         }
-        for g in 0..self.h {
-            let slots = self.ordered(g);
-            let k: Vec<bool> = slots
-                .iter()
-                .map(|&s| keep(self.cells[s * self.h + g]))
-                .collect();
-            self.drop_cells(g, &slots, &k);
+        for c in 0..self.cells.len() {
+            if self.cells[c] != EMPTY && !keep(self.cells[c]) {
+                self.free_cell(c);
+            }
         }
         self.trim();
     }

@@ -375,10 +375,7 @@ impl KvCache {
 
     /// The GPU backend of a GPU cache.
     fn gpu(&self) -> Result<&crate::backend::gpu::GpuBackend> {
-        match self.device.backend() {
-            Backend::Gpu(g) => Ok(g),
-            Backend::Cpu(_) => Err(Error::NotAvailable("a CPU cache has no GPU".into())),
-        }
+        gpu_of(&self.device)
     }
 
     /// Appends `k [t, kv_heads, head_dim]` and `v [t, kv_heads, v_head_dim]` (F32 or F16, on the
@@ -663,10 +660,7 @@ impl KvCache {
     ) -> Result<()> {
         let (h, d, dv) = (self.cfg.kv_heads, self.cfg.head_dim, self.dv);
         let eviction = self.cfg.eviction;
-        let g = match self.device.backend() {
-            Backend::Gpu(g) => g,
-            Backend::Cpu(_) => return Err(Error::NotAvailable("a CPU cache has no GPU".into())),
-        };
+        let g = gpu_of(&self.device)?;
         let Store::Gpu { fmt, layers } = &mut self.store else {
             return Ok(());
         };
@@ -714,10 +708,7 @@ impl KvCache {
         let &[t_q, h_q, _] = q.shape() else {
             return Err(invalid("q must be [t_q, h_q, head_dim]"));
         };
-        let g = match self.device.backend() {
-            Backend::Gpu(g) => g,
-            Backend::Cpu(_) => return Err(Error::NotAvailable("a CPU cache has no GPU".into())),
-        };
+        let g = gpu_of(&self.device)?;
         let Store::Gpu { fmt, layers } = &mut self.store else {
             return Err(Error::NotAvailable(
                 "KvCache::attend_gpu on a CPU cache".into(),
@@ -1002,6 +993,14 @@ fn kivi_rows(
         let bit = c * bits;
         let code = (word(qv, base + ng + bit / 32) >> (bit % 32)) & mask;
         *out = s * code as f32 + m;
+    }
+}
+
+/// The GPU backend of a device (a field borrow, so a cache's store can be borrowed beside it).
+fn gpu_of(device: &Device) -> Result<&crate::backend::gpu::GpuBackend> {
+    match device.backend() {
+        Backend::Gpu(g) => Ok(g),
+        Backend::Cpu(_) => Err(Error::NotAvailable("a CPU cache has no GPU".into())),
     }
 }
 

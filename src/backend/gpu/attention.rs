@@ -2,7 +2,7 @@
 //! key split) and a merge pass over (query, head), encoded in one submission.
 
 use super::pipeline::PipelineKey;
-use super::{GpuBackend, GpuBuffer};
+use super::{one_binding, u32_of, GpuBackend, GpuBuffer};
 use crate::attention::AttentionShape;
 use crate::error::{Error, Result};
 use crate::tensor::{Storage, Tensor};
@@ -176,26 +176,6 @@ fn entries<'a>(list: &[(u32, &'a wgpu::Buffer)]) -> Vec<wgpu::BindGroupEntry<'a>
         .collect()
 }
 
-/// The one storage buffer of a tensor's bytes (attention does not split its operands).
-pub(crate) fn single<'a>(what: &str, b: &'a GpuBuffer, limit: u64) -> Result<&'a wgpu::Buffer> {
-    match b.chunks.as_slice() {
-        [c] => Ok(&c.buf),
-        _ => Err(Error::TooLarge {
-            what: format!("attention {what} in one storage binding"),
-            needed: b.len() as u64,
-            limit,
-        }),
-    }
-}
-
-fn u32_of(what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::TooLarge {
-        what: format!("attention {what} ({v}) as a 32-bit shader index"),
-        needed: v as u64,
-        limit: u64::from(u32::MAX),
-    })
-}
-
 /// How a region's keys and values are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RegionFmt {
@@ -265,7 +245,6 @@ impl GpuBackend {
                 k.device().to_string(),
             ));
         };
-        let limit = self.ctx.chunk_limit();
         let kpos = params.key_positions.as_ref().map(|kp| {
             self.ctx
                 .device
@@ -280,10 +259,10 @@ impl GpuBackend {
                 })
         });
         let ops = AttnOperands {
-            q: (single("queries", qb, limit)?, q.dtype()),
+            q: (one_binding("attention queries", qb)?, q.dtype()),
             regions: vec![KvRegion {
-                k: single("keys", kb, limit)?,
-                v: single("values", vb, limit)?,
+                k: one_binding("attention keys", kb)?,
+                v: one_binding("attention values", vb)?,
                 fmt: RegionFmt::Plain(k.dtype(), v.dtype()),
                 kpos: kpos.as_ref(),
                 t_k: s.t_k,
@@ -453,7 +432,7 @@ impl GpuBackend {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
-            let obuf = single("output", &out, self.ctx.chunk_limit())?;
+            let obuf = one_binding("attention output", &out)?;
             let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("wattle attention"),
             });
@@ -463,7 +442,6 @@ impl GpuBackend {
                     label: Some("wattle attention"),
                     timestamp_writes: None,
                 });
-                let mut keep = Vec::new();
                 for ((r, p), &n) in ops.regions.iter().zip(&params_of).zip(&splits) {
                     let [split_key, merge_key] = keys_of(r)?;
                     let split = self.pipelines.get(dev, &split_key)?;
@@ -494,7 +472,6 @@ impl GpuBackend {
                     pass.set_pipeline(&split.pipeline);
                     pass.set_bind_group(0, &bind, &[]);
                     pass.dispatch_workgroups(split_groups, n as u32, 1);
-                    keep.push((split, bind, ubuf));
                 }
                 let Some((merge, mp)) = &merge else {
                     return Err(Error::InvalidArgument("attention without keys".into()));
@@ -520,8 +497,6 @@ impl GpuBackend {
                 // (query, head) pairs as x + 65535·y, as the merge pass reads them.
                 let rows32 = u32_of("rows", rows)?;
                 pass.dispatch_workgroups(rows32.min(65535), rows32.div_ceil(65535), 1);
-                drop(pass);
-                drop(keep);
             }
             self.ctx.queue.submit([enc.finish()]);
             Ok(out)

@@ -63,6 +63,11 @@ impl GpuBuffer {
         self.len
     }
 
+    /// Bytes allocated on the device (padding included).
+    pub fn allocated_bytes(&self) -> usize {
+        self.chunks.iter().map(|c| c.buf.size() as usize).sum()
+    }
+
     /// Downloads the raw bytes: copies through pooled staging buffers, maps asynchronously and
     /// polls the device until each piece is ready.
     pub fn read_bytes(&self) -> Result<Vec<u8>> {

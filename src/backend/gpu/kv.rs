@@ -7,10 +7,10 @@
 //! first `n` slots read as an attention operand `[n, h_kv, dim]`. A third buffer holds each
 //! slot's position (`u32::MAX` for an empty slot, which attention skips).
 
-use super::attention::{single, AttnOperands, KvRegion, RegionFmt, ScoreBufs};
+use super::attention::{AttnOperands, KvRegion, RegionFmt, ScoreBufs};
 use super::buffer::{pad4, GpuBuffer};
 use super::pipeline::PipelineKey;
-use super::GpuBackend;
+use super::{tensor_binding, u32_of, GpuBackend};
 use crate::attention::AttentionShape;
 use crate::error::{Error, Result};
 use crate::tensor::{Storage, Tensor};
@@ -68,12 +68,7 @@ impl KvBuffers {
     pub fn memory_bytes(&self) -> usize {
         [&self.k, &self.v, &self.pos]
             .iter()
-            .map(|b| {
-                b.chunks
-                    .iter()
-                    .map(|c| c.buf.size() as usize)
-                    .sum::<usize>()
-            })
+            .map(|b| b.allocated_bytes())
             .sum()
     }
 }
@@ -139,24 +134,6 @@ pub(crate) fn all_keys() -> Vec<PipelineKey> {
     out
 }
 
-fn u32_of(what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::TooLarge {
-        what: format!("KV cache {what} ({v}) as a 32-bit shader index"),
-        needed: v as u64,
-        limit: u64::from(u32::MAX),
-    })
-}
-
-fn gpu_buffer<'a>(t: &'a Tensor, what: &str, limit: u64) -> Result<&'a wgpu::Buffer> {
-    match t.storage() {
-        Storage::Gpu(b) => single(what, b, limit),
-        Storage::Host(_) => Err(Error::DeviceMismatch(
-            "a GPU".into(),
-            t.device().to_string(),
-        )),
-    }
-}
-
 impl GpuBackend {
     /// Copies the first `n` bytes of each `(from, to, n)` (growth of a cache's buffers).
     fn copy_prefixes(&self, copies: &[(&GpuBuffer, &GpuBuffer, usize)]) {
@@ -185,38 +162,6 @@ impl GpuBackend {
         self.ctx
             .queue
             .write_buffer(&buf.chunks[0].buf, 0, bytemuck::cast_slice(pos));
-        Ok(())
-    }
-
-    /// Encodes one pass of `pipe` over `work` invocations of WG with the `(binding, buffer)`
-    /// entries (only those the pipeline's layout has).
-    fn encode_pass(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        pipe: &super::pipeline::Pipeline,
-        entries: &[(u32, &wgpu::Buffer)],
-        work: usize,
-    ) -> Result<()> {
-        let entries: Vec<wgpu::BindGroupEntry> = entries
-            .iter()
-            .map(|&(binding, buf)| wgpu::BindGroupEntry {
-                binding,
-                resource: buf.as_entire_binding(),
-            })
-            .collect();
-        let bind = self
-            .ctx
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("wattle KV cache"),
-                layout: &pipe.layout,
-                entries: &entries,
-            });
-        let (gx, gy) = self.kv_groups(work.div_ceil(WG as usize))?;
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipe.pipeline);
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(gx, gy, 1);
         Ok(())
     }
 
@@ -311,7 +256,6 @@ impl GpuBackend {
         for i in 0..dest.len() {
             cell_src[cell(i) - lo] = u32_of("row", i)?;
         }
-        let limit = self.ctx.chunk_limit();
         self.ctx.scoped("KvCache::append", || {
             let dev = &self.ctx.device;
             let src_buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -346,7 +290,7 @@ impl GpuBackend {
                     contents: bytemuck::bytes_of(&p),
                     usage: wgpu::BufferUsages::UNIFORM,
                 });
-                let src_b = gpu_buffer(src, "KvCache::append source", limit)?;
+                let src_b = tensor_binding(src, "KvCache::append source")?;
                 self.encode_pass(
                     &mut enc,
                     &pipeline,
@@ -356,27 +300,12 @@ impl GpuBackend {
                         (2, &src_buf),
                         (3, &ubuf),
                     ],
-                    words,
+                    words.div_ceil(WG as usize),
                 )?;
             }
             self.ctx.queue.submit([enc.finish()]);
             Ok(())
         })
-    }
-
-    /// `groups` workgroups as x and y counts within the per-dimension limit.
-    fn kv_groups(&self, groups: usize) -> Result<(u32, u32)> {
-        let max = self.ctx.limits.max_compute_workgroups_per_dimension.max(1) as usize;
-        let gx = groups.clamp(1, max);
-        let gy = groups.div_ceil(gx);
-        if gy > max {
-            return Err(Error::TooLarge {
-                what: "KV cache workgroups".into(),
-                needed: groups as u64,
-                limit: (max * max) as u64,
-            });
-        }
-        Ok((gx as u32, gy as u32))
     }
 
     /// Attention of `q [t_q, h_q, d]` over the first `shape.t_k` slots, the cache's window rule
@@ -396,7 +325,7 @@ impl GpuBackend {
         kivi: Option<(&KiviBuffers, KiviShape)>,
     ) -> Result<(Tensor, Option<Vec<f32>>)> {
         let limit = self.ctx.chunk_limit();
-        let qbuf = gpu_buffer(q, "KvCache::attend queries", limit)?;
+        let qbuf = tensor_binding(q, "KvCache::attend queries")?;
         let (t_q, h_q, t_k, h_kv) = (shape.t_q, shape.h_q, shape.t_k, shape.h_kv);
         // The cache's cells as one region of slots, and a KIVI cache's quantized groups as a
         // second (`shape.t_k` counts both).
@@ -538,7 +467,7 @@ impl GpuBackend {
                         &mut enc,
                         &scores_pipe,
                         &[(0, &lg), (1, &stats), (2, &acc.chunks[0].buf), (3, &ubuf)],
-                        h_kv * t_k,
+                        (h_kv * t_k).div_ceil(WG as usize),
                     )?;
                 }
                 self.ctx.queue.submit([enc.finish()]);
@@ -598,12 +527,7 @@ impl KiviBuffers {
     pub fn memory_bytes(&self) -> usize {
         [&self.k, &self.v, &self.pos]
             .iter()
-            .map(|b| {
-                b.chunks
-                    .iter()
-                    .map(|c| c.buf.size() as usize)
-                    .sum::<usize>()
-            })
+            .map(|b| b.allocated_bytes())
             .sum()
     }
 }
@@ -741,7 +665,7 @@ impl GpuBackend {
                     &mut enc,
                     &pipe,
                     &[tail_b, q_b, (4, &ibuf), (5, &ubuf)],
-                    work,
+                    work.div_ceil(WG as usize),
                 )?;
             }
             self.ctx.queue.submit([enc.finish()]);

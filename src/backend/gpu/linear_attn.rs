@@ -5,7 +5,7 @@
 //! whose 64-token chunk alone would exceed it.
 
 use super::pipeline::PipelineKey;
-use super::GpuBackend;
+use super::{tensor_binding, u32_of, GpuBackend};
 use crate::error::{Error, Result};
 use crate::linear_attention::{LinSizes, LinearAttention};
 use crate::tensor::{Storage, Tensor};
@@ -133,26 +133,8 @@ pub(crate) fn all_keys() -> Vec<PipelineKey> {
     out
 }
 
-/// The one storage buffer of a GPU tensor.
-fn buffer<'a>(t: &'a Tensor, what: &str, limit: u64) -> Result<&'a wgpu::Buffer> {
-    match t.storage() {
-        Storage::Gpu(b) => match b.chunks.as_slice() {
-            [c] => Ok(&c.buf),
-            _ => Err(Error::TooLarge {
-                what: format!("linear_attention {what} in one storage binding"),
-                needed: b.len() as u64,
-                limit,
-            }),
-        },
-        Storage::Host(_) => Err(Error::DeviceMismatch(
-            "a GPU".into(),
-            t.device().to_string(),
-        )),
-    }
-}
-
 /// A gate operand: F32 of `shape` on this device.
-fn gate<'a>(t: &'a Tensor, shape: &[usize], what: &str, limit: u64) -> Result<&'a wgpu::Buffer> {
+fn gate<'a>(t: &'a Tensor, shape: &[usize], what: &str) -> Result<&'a wgpu::Buffer> {
     if t.shape() != shape {
         return Err(Error::ShapeMismatch {
             op: "linear_attention",
@@ -165,15 +147,7 @@ fn gate<'a>(t: &'a Tensor, shape: &[usize], what: &str, limit: u64) -> Result<&'
             dtype: t.dtype(),
         });
     }
-    buffer(t, what, limit)
-}
-
-fn u32_of(what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::TooLarge {
-        what: format!("linear_attention {what} ({v}) as a 32-bit shader index"),
-        needed: v as u64,
-        limit: u64::from(u32::MAX),
-    })
+    tensor_binding(t, what)
 }
 
 impl GpuBackend {
@@ -212,6 +186,14 @@ impl GpuBackend {
         let limit = self.ctx.chunk_limit();
         let tiles = dv.div_ceil(WG as usize).max(1);
         let groups = h * tiles;
+        // The kernel reads its (head, tile) from the x workgroup index only.
+        if groups > self.ctx.limits.max_compute_workgroups_per_dimension as usize {
+            return Err(Error::TooLarge {
+                what: "linear attention workgroups (heads × column tiles)".into(),
+                needed: groups as u64,
+                limit: u64::from(self.ctx.limits.max_compute_workgroups_per_dimension),
+            });
+        }
         let (ch, per_dispatch) = split_plan(chunked, dk, self.software);
         let piece_tokens = ch * per_dispatch;
         let dev = &self.ctx.device;
@@ -257,11 +239,11 @@ impl GpuBackend {
                     (&gamma, &dummy)
                 }
                 LinearAttention::Gated { log_decay } => {
-                    (gate(log_decay, &[t, h, dk], "log_decay", limit)?, &dummy)
+                    (gate(log_decay, &[t, h, dk], "log_decay")?, &dummy)
                 }
                 LinearAttention::GatedDelta { beta, log_decay } => (
-                    gate(beta, &[t, h], "beta", limit)?,
-                    gate(log_decay, &[t, h], "log_decay", limit)?,
+                    gate(beta, &[t, h], "beta")?,
+                    gate(log_decay, &[t, h], "log_decay")?,
                 ),
             };
             let scratch_bytes = (groups * 5 * ch * dk * 4).max(4) as u64;
@@ -279,15 +261,15 @@ impl GpuBackend {
                 mapped_at_creation: false,
             });
             let (qb, kb, vb) = (
-                buffer(q, "q", limit)?,
-                buffer(k, "k", limit)?,
-                buffer(v, "v", limit)?,
+                tensor_binding(q, "q")?,
+                tensor_binding(k, "k")?,
+                tensor_binding(v, "v")?,
             );
             let ob = &out.chunks[0].buf;
             // The first piece reads the caller's state (or zeros), later ones the last output.
             let zero_state;
             let first_in = match state {
-                Some(s) => buffer(s, "state", limit)?,
+                Some(s) => tensor_binding(s, "state")?,
                 None => {
                     zero_state = self
                         .ctx
@@ -338,31 +320,14 @@ impl GpuBackend {
                     LinKind::Retention | LinKind::Gated => 1,
                     LinKind::Delta => 2,
                 };
-                let entries: Vec<wgpu::BindGroupEntry> = list
-                    .iter()
+                let entries: Vec<(u32, &wgpu::Buffer)> = list
+                    .into_iter()
                     .filter(|(b, _)| !(3..5).contains(b) || *b < 3 + gates)
-                    .map(|&(binding, buf)| wgpu::BindGroupEntry {
-                        binding,
-                        resource: buf.as_entire_binding(),
-                    })
                     .collect();
-                let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("linear attention"),
-                    layout: &pipeline.layout,
-                    entries: &entries,
-                });
                 let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
                     label: Some("wattle linear attention"),
                 });
-                {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some("wattle linear attention"),
-                        timestamp_writes: None,
-                    });
-                    pass.set_pipeline(&pipeline.pipeline);
-                    pass.set_bind_group(0, &bind, &[]);
-                    pass.dispatch_workgroups(u32_of("workgroups", groups)?, 1, 1);
-                }
+                self.encode_pass(&mut enc, &pipeline, &entries, groups)?;
                 self.ctx.queue.submit([enc.finish()]);
                 t0 += n;
                 piece += 1;

@@ -3,7 +3,7 @@
 //! the dispatch driver that splits work by binding chunks and time budget.
 
 use super::pipeline::{Pipeline, PipelineKey};
-use super::{GpuBackend, GpuBuffer};
+use super::{u32_of, GpuBackend, GpuBuffer};
 use crate::error::{Error, Result};
 use crate::tensor::{Storage, Tensor};
 use crate::DType;
@@ -334,14 +334,6 @@ pub(crate) struct Timestamps {
     set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
     read: wgpu::Buffer,
-}
-
-fn u32_of(what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::TooLarge {
-        what: format!("{what} ({v}) as a 32-bit shader index"),
-        needed: v as u64,
-        limit: u64::from(u32::MAX),
-    })
 }
 
 impl GpuBackend {

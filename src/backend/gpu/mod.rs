@@ -35,6 +35,37 @@ use std::sync::{Arc, Mutex};
 /// total, silently: kernels with long per-invocation loops size their dispatches under this.
 pub(crate) const SOFTWARE_LOOP_BUDGET: usize = 40_000;
 
+/// `v` as a 32-bit shader index (`TooLarge` when it does not fit).
+pub(crate) fn u32_of(what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::TooLarge {
+        what: format!("{what} ({v}) as a 32-bit shader index"),
+        needed: v as u64,
+        limit: u64::from(u32::MAX),
+    })
+}
+
+/// The one storage buffer of a device buffer (`TooLarge` when it spans several bindings).
+pub(crate) fn one_binding<'a>(what: &str, b: &'a GpuBuffer) -> Result<&'a wgpu::Buffer> {
+    match b.chunks.as_slice() {
+        [c] => Ok(&c.buf),
+        _ => Err(Error::TooLarge {
+            what: format!("{what}: {} bytes in {} bindings", b.len(), b.chunks.len()),
+            needed: b.len() as u64,
+            limit: b.chunks.first().map_or(0, |c| c.len as u64),
+        }),
+    }
+}
+
+/// The one storage buffer behind a GPU tensor (`DeviceMismatch` for a host tensor).
+pub(crate) fn tensor_binding<'a>(t: &'a Tensor, what: &str) -> Result<&'a wgpu::Buffer> {
+    match t.storage() {
+        crate::tensor::Storage::Gpu(b) => one_binding(what, b),
+        crate::tensor::Storage::Host(_) => {
+            Err(Error::DeviceMismatch("cpu".into(), t.device().to_string()))
+        }
+    }
+}
+
 /// The device state shared by a backend and its buffers.
 pub(crate) struct Ctx {
     pub device: wgpu::Device,
@@ -93,6 +124,53 @@ fn env_flag(name: &str) -> bool {
 }
 
 impl GpuBackend {
+    /// `groups` workgroups as x and y counts within the per-dimension limit.
+    pub(crate) fn groups_2d(&self, groups: usize) -> Result<(u32, u32)> {
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension.max(1) as usize;
+        let gx = groups.clamp(1, max);
+        let gy = groups.div_ceil(gx);
+        if gy > max {
+            return Err(Error::TooLarge {
+                what: format!("{groups} workgroups"),
+                needed: groups as u64,
+                limit: (max * max) as u64,
+            });
+        }
+        Ok((gx as u32, gy as u32))
+    }
+
+    /// Encodes one compute pass of `pipe` over `groups` workgroups (wrapped into y past the
+    /// per-dimension limit) with the `(binding, buffer)` entries bound whole.
+    pub(crate) fn encode_pass(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pipe: &pipeline::Pipeline,
+        entries: &[(u32, &wgpu::Buffer)],
+        groups: usize,
+    ) -> Result<()> {
+        let entries: Vec<wgpu::BindGroupEntry> = entries
+            .iter()
+            .map(|&(binding, buf)| wgpu::BindGroupEntry {
+                binding,
+                resource: buf.as_entire_binding(),
+            })
+            .collect();
+        let bind = self
+            .ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wattle pass"),
+                layout: &pipe.layout,
+                entries: &entries,
+            });
+        let (gx, gy) = self.groups_2d(groups)?;
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipe.pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(gx, gy, 1);
+        Ok(())
+    }
+
     /// Uploads a tensor's raw bytes, split by rows of its last dimension when larger than one
     /// storage binding (`Error::TooLarge` when a single row does not fit).
     pub fn upload_tensor(&self, bytes: &[u8], dtype: DType, shape: &[usize]) -> Result<GpuBuffer> {

@@ -7,7 +7,7 @@
 
 use super::buffer::GpuBuffer;
 use super::pipeline::PipelineKey;
-use super::GpuBackend;
+use super::{tensor_binding, u32_of, GpuBackend};
 use crate::error::{Error, Result};
 use crate::ops::RopeCall;
 use crate::tensor::{Storage, Tensor};
@@ -179,27 +179,6 @@ impl GpuOp {
     }
 }
 
-/// The one storage buffer behind a GPU tensor (`TooLarge` when it spans several bindings).
-fn single<'a>(t: &'a Tensor, what: &str) -> Result<&'a wgpu::Buffer> {
-    match t.storage() {
-        Storage::Gpu(b) if b.chunks.len() == 1 => Ok(&b.chunks[0].buf),
-        Storage::Gpu(b) => Err(Error::TooLarge {
-            what: format!("{what}: {} bytes in {} bindings", b.len(), b.chunks.len()),
-            needed: b.len() as u64,
-            limit: b.chunks.first().map_or(0, |c| c.len as u64),
-        }),
-        Storage::Host(_) => Err(Error::DeviceMismatch("cpu".into(), t.device().to_string())),
-    }
-}
-
-fn u32_of(what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::TooLarge {
-        what: format!("{what} ({v}) as a 32-bit shader index"),
-        needed: v as u64,
-        limit: u64::from(u32::MAX),
-    })
-}
-
 impl GpuBackend {
     /// Invocations per workgroup of the row reductions: wide on real GPUs, narrow on CPU-emulated
     /// ones (whose invocations are SIMD lanes of a few threads).
@@ -329,7 +308,10 @@ impl GpuBackend {
         let y = self.ctx.scoped("rms_norm", || {
             let y = self.output("rms_norm output", rows, d * 4)?;
             if d > 0 {
-                let (xb, wb) = (single(x, "rms_norm x")?, single(w, "rms_norm weight")?);
+                let (xb, wb) = (
+                    tensor_binding(x, "rms_norm x")?,
+                    tensor_binding(w, "rms_norm weight")?,
+                );
                 let b = [(0, xb), (1, wb), (2, &y.chunks[0].buf)];
                 self.dispatch(GpuOp::RmsNorm, wg, &b, p, rows)?;
             }
@@ -364,7 +346,7 @@ impl GpuBackend {
                     Default::default()
                 };
                 let tb = self.storage_of("wattle rope table", bytemuck::cast_slice(&table));
-                let xb = single(x, "rope x")?;
+                let xb = tensor_binding(x, "rope x")?;
                 let b = [(0, xb), (1, &tb), (2, &y.chunks[0].buf)];
                 self.dispatch(GpuOp::Rope, wg, &b, p, n.div_ceil(wg as usize))?;
             }
@@ -386,7 +368,7 @@ impl GpuBackend {
         let y = self.ctx.scoped(op.entry(), || {
             let y = self.output("elementwise output", rows, last * 4)?;
             if n > 0 {
-                let (ab, bb) = (single(a, "operand")?, single(b, "operand")?);
+                let (ab, bb) = (tensor_binding(a, "operand")?, tensor_binding(b, "operand")?);
                 let binds = [(0, ab), (1, bb), (2, &y.chunks[0].buf)];
                 self.dispatch(op, wg, &binds, p, n.div_ceil(wg as usize))?;
             }
@@ -457,7 +439,7 @@ impl GpuBackend {
         };
         let y = self.ctx.scoped("softmax", || {
             let y = self.output("softmax output", rows, n * 4)?;
-            let b = [(0, single(x, "softmax x")?), (2, &y.chunks[0].buf)];
+            let b = [(0, tensor_binding(x, "softmax x")?), (2, &y.chunks[0].buf)];
             self.dispatch(GpuOp::Softmax, wg, &b, p, rows)?;
             Ok(y)
         })?;
@@ -475,7 +457,7 @@ impl GpuBackend {
         };
         let y = self.ctx.scoped("argmax", || {
             let y = self.output("argmax output", rows, 4)?;
-            let b = [(0, single(x, "argmax x")?), (2, &y.chunks[0].buf)];
+            let b = [(0, tensor_binding(x, "argmax x")?), (2, &y.chunks[0].buf)];
             self.dispatch(GpuOp::Argmax, wg, &b, p, rows)?;
             Ok(y)
         })?;
@@ -517,7 +499,7 @@ impl GpuBackend {
             ..Params::default()
         };
         let y = self.ctx.scoped("top_k", || {
-            let xb = single(x, "top_k x")?;
+            let xb = tensor_binding(x, "top_k x")?;
             let y = self.output("top_k output", rows, k * 8)?;
             if chunks == 1 {
                 self.dispatch(
