@@ -279,13 +279,30 @@ unsafe fn dot_rows<S: AttnSimd>(k: Row, q: &[f32], n: usize, d: usize, out: &mut
     let mut r = 0;
     while r + 4 <= n {
         let qp = q.as_ptr().add(r * d);
-        let mut a = [S::zero(); 4];
-        for c in 0..nc {
-            let kv = k.load::<S>(c);
+        // Two chains per row (even and odd vectors) halve the FMA latency per key.
+        let (mut a, mut b) = ([S::zero(); 4], [S::zero(); 4]);
+        let mut c = 0;
+        while c + 2 <= nc {
+            let (k0, k1) = (k.load::<S>(c), k.load::<S>(c + 1));
+            for x in 0..4 {
+                let qx = qp.add(x * d + c * S::LANES);
+                a[x] = S::fma(S::load(qx), k0, a[x]);
+                b[x] = S::fma(S::load(qx.add(S::LANES)), k1, b[x]);
+            }
+            c += 2;
+        }
+        if c < nc {
+            let k0 = k.load::<S>(c);
             for (x, acc) in a.iter_mut().enumerate() {
-                *acc = S::fma(S::load(qp.add(x * d + c * S::LANES)), kv, *acc);
+                *acc = S::fma(S::load(qp.add(x * d + c * S::LANES)), k0, *acc);
             }
         }
+        let a = [
+            S::add(a[0], b[0]),
+            S::add(a[1], b[1]),
+            S::add(a[2], b[2]),
+            S::add(a[3], b[3]),
+        ];
         for (x, sum) in S::hsum4(a).into_iter().enumerate() {
             out[(r + x) * KB] = sum;
         }
@@ -328,10 +345,10 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
         .map(|i| p.key_range((p.q_pos0 + i) as i64, s.t_k))
         .collect();
     let mut kscr = vec![0f32; d];
-    let mut vscr = vec![0f32; KB * dv];
+    let mut vscr = vec![0f32; 4 * dv];
     let all = nh * nr;
     let mut sc = vec![f32::NEG_INFINITY; all * KB];
-    let mut vrows = [Row::F32(core::ptr::null()); KB];
+    let zrow = vec![0f32; dv];
     let mut live = [false; KB];
     let mut j = u.j0;
     while j < u.j1 {
@@ -424,45 +441,80 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
             }
             st[1] += S::hsum(sum);
         }
-        // Weighted values, per head: rows in groups of 4, each V vector held in registers
-        // across the block's keys (the rows were prefetched during the score pass).
-        for gi in 0..nh {
-            for jj in j..jb {
-                if live[jj - j] {
-                    let scr = &mut vscr[(jj - j) * dv..][..dv];
-                    vrows[jj - j] = row::<S>(c.v, jj * s.h_kv + u.g0 + gi, dv, scr);
-                }
-            }
-            let mut r = gi * nr;
-            while r < (gi + 1) * nr {
-                let n = ((gi + 1) * nr - r).min(4);
-                for cc in 0..dv / lanes {
-                    let mut a = [S::zero(); 4];
-                    for (x, acc) in a.iter_mut().enumerate().take(n) {
-                        *acc = S::load(buf.as_ptr().add((r + x) * stride + 2 + cc * lanes));
-                    }
-                    for jj in 0..nb {
-                        if !live[jj] {
-                            continue;
-                        }
-                        let vv = vrows[jj].load::<S>(cc);
-                        for (x, acc) in a.iter_mut().enumerate().take(n) {
-                            let w = *sc.get_unchecked((r + x) * KB + jj);
-                            *acc = S::fma(S::splat(w), vv, *acc);
-                        }
-                    }
-                    for (x, acc) in a.iter().enumerate().take(n) {
-                        S::store(
-                            buf.as_mut_ptr().add((r + x) * stride + 2 + cc * lanes),
-                            *acc,
-                        );
+        // Weighted values, token-major in groups of 4 tokens so the V rows stream in address
+        // order: the accumulators (a few KiB per head) stay in L1 while the rows pass once.
+        // Tokens no row sees point at a zero row; their weights are 0.
+        let f16v = matches!(c.v, KvData::F16(_));
+        let mut jq = j;
+        while jq < jb {
+            let jn = (jq + 4).min(jb);
+            for gi in 0..nh {
+                let mut vp = [zrow.as_ptr().cast::<u8>(); 4];
+                for t in jq..jn {
+                    if live[t - j] {
+                        let scr = &mut vscr[(t - jq) * dv..][..dv];
+                        vp[t - jq] = match row::<S>(c.v, t * s.h_kv + u.g0 + gi, dv, scr) {
+                            Row::F32(p) => p.cast(),
+                            Row::F16(p) => p.cast(),
+                        };
                     }
                 }
-                r += n;
+                let mut r = gi * nr;
+                while r < (gi + 1) * nr {
+                    let n = (gi + 1) * nr - r;
+                    let w = sc.as_ptr().add(r * KB + (jq - j));
+                    let acc = buf.as_mut_ptr().add(r * stride + 2);
+                    r += match (n, f16v) {
+                        (4.., true) => weigh_values::<S, 4, true>(&vp, w, acc, stride, dv),
+                        (4.., false) => weigh_values::<S, 4, false>(&vp, w, acc, stride, dv),
+                        (2 | 3, true) => weigh_values::<S, 2, true>(&vp, w, acc, stride, dv),
+                        (2 | 3, false) => weigh_values::<S, 2, false>(&vp, w, acc, stride, dv),
+                        (_, true) => weigh_values::<S, 1, true>(&vp, w, acc, stride, dv),
+                        (_, false) => weigh_values::<S, 1, false>(&vp, w, acc, stride, dv),
+                    };
+                }
             }
+            jq = jn;
         }
         j = jb;
     }
+}
+
+/// Adds `Σ_t w[x][t]·v_t` over four tokens to the `R` accumulator rows at `acc` (row stride
+/// `stride`): `vp` are the tokens' value rows (f16 when `H`, else f32; `dv` values each), `w`
+/// the weights (row stride [`KB`], four consecutive tokens). Returns `R`.
+#[inline(always)]
+unsafe fn weigh_values<S: AttnSimd, const R: usize, const H: bool>(
+    vp: &[*const u8; 4],
+    w: *const f32,
+    acc: *mut f32,
+    stride: usize,
+    dv: usize,
+) -> usize {
+    let lanes = S::LANES;
+    let ld = |p: *const u8, cc: usize| {
+        if H {
+            S::load_f16(p.cast::<u16>().add(cc * lanes))
+        } else {
+            S::load(p.cast::<f32>().add(cc * lanes))
+        }
+    };
+    let mut ws = [[S::zero(); 4]; R];
+    for (x, wx) in ws.iter_mut().enumerate() {
+        for (t, wt) in wx.iter_mut().enumerate() {
+            *wt = S::splat(*w.add(x * KB + t));
+        }
+    }
+    for cc in 0..dv / lanes {
+        let v = [ld(vp[0], cc), ld(vp[1], cc), ld(vp[2], cc), ld(vp[3], cc)];
+        for (x, wx) in ws.iter().enumerate() {
+            let pa = acc.add(x * stride + cc * lanes);
+            let s01 = S::fma(wx[1], v[1], S::mul(wx[0], v[0]));
+            let s23 = S::fma(wx[3], v[3], S::mul(wx[2], v[2]));
+            S::store(pa, S::add(S::load(pa), S::add(s01, s23)));
+        }
+    }
+    R
 }
 
 /// Merges the key splits of every (query, head) by log-sum-exp, adds the sink column, and
