@@ -184,15 +184,10 @@ fn greedy_equals_llamacpp() {
     }
     let tok = llm::tokenizer::Tokenizer::open(&path).expect("tokenizer");
     let (rt, m) = cpu_model(&path);
-    let mut dec = Decoder::new(&rt, &m, options(KvChoice::F16, 64)).expect("decoder");
-    let mut logits = dec
-        .forward(&PROMPT_IDS, PROMPT_IDS.len() - 1)
-        .expect("prefill");
+    let (ids, rows) = greedy_ids(&rt, &m, options(KvChoice::F16, 64), 32);
     let mut text: Vec<u8> = Vec::new();
-    for step in 0..32 {
-        let row = logits.to_f32_vec().expect("logits");
-        let best = (0..row.len()).fold(0, |b, t| if row[t] > row[b] { t } else { b });
-        let piece = tok.token_bytes(best as u32, false);
+    for (step, (&id, row)) in ids.iter().zip(&rows).enumerate() {
+        let piece = tok.token_bytes(id, false);
         let rest = &want[text.len()..];
         if !rest.starts_with(piece) {
             // The best logit among the tokens that continue llama.cpp's text.
@@ -203,7 +198,7 @@ fn greedy_equals_llamacpp() {
                 })
                 .map(|t| row[t])
                 .fold(f32::NEG_INFINITY, f32::max);
-            let gap = row[best] - alt;
+            let gap = row[id as usize] - alt;
             assert!(
                 gap < TIE,
                 "step {step}: wattle's {:?} leads llama.cpp's continuation {:?} by {gap}",
@@ -220,7 +215,6 @@ fn greedy_equals_llamacpp() {
             return;
         }
         text.extend_from_slice(piece);
-        logits = dec.forward(&[best as u32], 0).expect("decode");
     }
     panic!(
         "the replay gives llama.cpp's text, the CLI printed {:?}",

@@ -443,6 +443,14 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
         let nb = jb - j;
         sc.fill(f32::NEG_INFINITY);
         live[..nb].fill(false);
+        // Whether query `i` of the tile sees key `jj`.
+        let seen = |i: usize, jj: usize| {
+            let rg = &ranges[i];
+            jj >= rg.start
+                && jj < rg.end
+                && (p.key_positions.is_none()
+                    || p.visible((p.q_pos0 + u.i0 + i) as i64, p.key_pos(jj)))
+        };
         if gemm {
             // Many rows (prefill): the block's keys transposed once per head, then a
             // register-blocked product of every row with every key, then the mask.
@@ -452,19 +460,15 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
                 block_scores::<S>(&qs[q0 * d..(q0 + nr) * d], nr, &kt, d, &mut sc[q0 * KB..]);
             }
             for (jj, lv) in live[..nb].iter_mut().enumerate() {
-                let kpos = p.key_pos(j + jj);
-                for (i, rg) in ranges.iter().enumerate() {
-                    let seen = j + jj >= rg.start
-                        && j + jj < rg.end
-                        && (p.key_positions.is_none()
-                            || p.visible((p.q_pos0 + u.i0 + i) as i64, kpos));
-                    *lv |= seen;
-                    if !seen {
-                        for gi in 0..nh {
-                            let r0 = gi * nr + i * group;
-                            for r in r0..r0 + group {
-                                sc[r * KB + jj] = f32::NEG_INFINITY;
-                            }
+                for i in 0..nq {
+                    if seen(i, j + jj) {
+                        *lv = true;
+                        continue;
+                    }
+                    for gi in 0..nh {
+                        let r0 = gi * nr + i * group;
+                        for r in r0..r0 + group {
+                            sc[r * KB + jj] = f32::NEG_INFINITY;
                         }
                     }
                 }
@@ -472,38 +476,32 @@ unsafe fn unit_body<S: AttnSimd>(c: &Ctx<'_>, u: &Unit, buf: &mut [f32]) {
             for r in 0..all {
                 sc[r * KB + nb..(r + 1) * KB].fill(f32::NEG_INFINITY);
             }
-        }
-        // Scores, key-major so the heads' rows of a token are read in address order.
-        for jj in (j..jb).filter(|_| !gemm) {
-            if nh > 1 {
-                // Every head's rows of a token are contiguous: fetch the keys `PF` tokens ahead,
-                // spread over the loop, so DRAM streams while this token computes, and this
-                // token's values, which the value pass reads after the block's scores.
-                if jj + PF < u.j1 {
-                    prefetch_rows::<S>(c.k, (jj + PF) * s.h_kv, s.h_kv, d);
+        } else {
+            // Scores, key-major so the heads' rows of a token are read in address order.
+            for jj in j..jb {
+                if nh > 1 {
+                    // Every head's rows of a token are contiguous: fetch the keys `PF` tokens
+                    // ahead, spread over the loop, so DRAM streams while this token computes,
+                    // and this token's values, which the value pass reads after the scores.
+                    if jj + PF < u.j1 {
+                        prefetch_rows::<S>(c.k, (jj + PF) * s.h_kv, s.h_kv, d);
+                    }
+                    prefetch_rows::<S>(c.v, jj * s.h_kv, s.h_kv, dv);
                 }
-                prefetch_rows::<S>(c.v, jj * s.h_kv, s.h_kv, dv);
-            }
-            let kpos = p.key_pos(jj);
-            for (i, rg) in ranges.iter().enumerate() {
-                if jj < rg.start || jj >= rg.end {
-                    continue;
+                for i in (0..nq).filter(|&i| seen(i, jj)) {
+                    for gi in 0..nh {
+                        let k = row::<S>(c.k, jj * s.h_kv + u.g0 + gi, d, &mut kscr);
+                        let r0 = gi * nr + i * group;
+                        dot_rows::<S>(
+                            k,
+                            &qs[r0 * d..(r0 + group) * d],
+                            group,
+                            d,
+                            &mut sc[r0 * KB + (jj - j)..],
+                        );
+                    }
+                    live[jj - j] = true;
                 }
-                if p.key_positions.is_some() && !p.visible((p.q_pos0 + u.i0 + i) as i64, kpos) {
-                    continue;
-                }
-                for gi in 0..nh {
-                    let k = row::<S>(c.k, jj * s.h_kv + u.g0 + gi, d, &mut kscr);
-                    let r0 = gi * nr + i * group;
-                    dot_rows::<S>(
-                        k,
-                        &qs[r0 * d..(r0 + group) * d],
-                        group,
-                        d,
-                        &mut sc[r0 * KB + (jj - j)..],
-                    );
-                }
-                live[jj - j] = true;
             }
         }
         if !live[..nb].contains(&true) {
