@@ -10,8 +10,12 @@
 //! With [`ScoreOut`], every key's softmax probability (summed over the rows asked for) comes out
 //! of the same pass: the logits of the scored rows are kept and normalised after the merge.
 
-use super::simd::{Scalar, Simd, L};
+use super::simd::{Scalar, Simd, Wide, L};
 use super::{kivi, HeadKv, KeyView, ValView};
+#[cfg(target_arch = "aarch64")]
+use crate::arch::aarch64_neon::Neon;
+#[cfg(target_arch = "x86_64")]
+use crate::arch::x86_avx2::Avx2;
 use crate::pool::ThreadPool;
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 use crate::Isa;
@@ -280,27 +284,9 @@ pub fn attend(
     };
     let units = plan(&ctx, pool.threads());
     let partials: Vec<Mutex<Option<Partial>>> = units.iter().map(|_| Mutex::new(None)).collect();
-    #[cfg(target_arch = "x86_64")]
-    let avx512 = if isa >= Isa::Avx512 {
-        super::simd::Avx512::new()
-    } else {
-        None
-    };
+    let path = Path::for_isa(isa);
     pool.run(units.len(), |u| {
-        let p = {
-            #[cfg(target_arch = "x86_64")]
-            if let Some(t) = avx512 {
-                // SAFETY: the token exists, so the CPU has every feature the wrapper enables.
-                unsafe { unit_avx512(t, &ctx, &units[u]) }
-            } else {
-                run_unit(Scalar, &ctx, &units[u])
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            {
-                let _ = isa;
-                run_unit(Scalar, &ctx, &units[u])
-            }
-        };
+        let p = path.run(&ctx, &units[u]);
         *partials[u].lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
     });
     let parts: Vec<Partial> = partials
@@ -317,9 +303,73 @@ pub fn attend(
     merge(&ctx, &units, &parts, out, scores.as_mut());
 }
 
+/// The vector path a call runs on: the token of the best ISA at or below the one asked for.
+#[derive(Clone, Copy)]
+enum Path {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx512(super::simd::Avx512),
+    #[cfg(target_arch = "x86_64")]
+    Avx2(Wide<Avx2, 2>),
+    #[cfg(target_arch = "aarch64")]
+    Neon(Wide<Neon, 4>),
+}
+
+impl Path {
+    fn for_isa(isa: Isa) -> Path {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if isa == Isa::Avx512 {
+                if let Some(t) = super::simd::Avx512::new() {
+                    return Path::Avx512(t);
+                }
+            }
+            if matches!(isa, Isa::Avx512 | Isa::Avx2) {
+                if let Some(t) = Avx2::new() {
+                    return Path::Avx2(Wide::new(t));
+                }
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if isa == Isa::Neon {
+            if let Some(t) = Neon::new() {
+                return Path::Neon(Wide::new(t));
+            }
+        }
+        let _ = isa;
+        Path::Scalar
+    }
+
+    fn run(self, ctx: &Ctx<'_>, u: &Unit) -> Partial {
+        match self {
+            Path::Scalar => run_unit(Scalar, ctx, u),
+            // SAFETY (all three): the token exists, so the CPU has every feature the wrapper
+            // enables.
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512(t) => unsafe { unit_avx512(t, ctx, u) },
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2(t) => unsafe { unit_avx2(t, ctx, u) },
+            #[cfg(target_arch = "aarch64")]
+            Path::Neon(t) => unsafe { unit_neon(t, ctx, u) },
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 fn unit_avx512(t: super::simd::Avx512, ctx: &Ctx<'_>, u: &Unit) -> Partial {
+    run_unit(t, ctx, u)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn unit_avx2(t: Wide<Avx2, 2>, ctx: &Ctx<'_>, u: &Unit) -> Partial {
+    run_unit(t, ctx, u)
+}
+
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+fn unit_neon(t: Wide<Neon, 4>, ctx: &Ctx<'_>, u: &Unit) -> Partial {
     run_unit(t, ctx, u)
 }
 

@@ -1,7 +1,9 @@
 //! 16-lane primitives the KV-cache attention bodies are written in once: a scalar reference
-//! (`[f32; 16]`) and AVX-512 (`__m512`), chosen at run time. Every code decoder yields 16 f32
+//! (`[f32; 16]`), AVX-512 (`__m512`), and [`Wide`] — two AVX2 or four NEON vectors built on the
+//! attention kernels' own primitives — chosen at run time. Every code decoder yields 16 f32
 //! lanes of unscaled codes (or halves); scales are folded in by the caller.
 
+use crate::attention::simd::AttnSimd;
 use half::f16;
 
 /// Lanes per vector.
@@ -105,6 +107,191 @@ impl Simd for Scalar {
     #[inline(always)]
     fn codes(self, p: &[u8], bits: u32) -> Self::V {
         std::array::from_fn(|i| super::kivi::get(p, i, bits) as f32)
+    }
+}
+
+/// Sixteen lanes as `N` vectors of a narrower ISA `S` (AVX2: 2 × 8, NEON: 4 × 4), reusing its
+/// attention primitives. Packed codes are spread to one byte each with word arithmetic, then
+/// widened like i8. Built only from a token of `S`, which proves the CPU has its features.
+#[derive(Clone, Copy)]
+pub(crate) struct Wide<S, const N: usize>(S);
+
+impl<S: AttnSimd, const N: usize> Wide<S, N> {
+    /// Wraps the token `s` of an ISA with `16 / N` lanes.
+    pub(crate) fn new(s: S) -> Self {
+        assert_eq!(N * S::LANES, L, "Wide<S, N> must hold 16 lanes");
+        Wide(s)
+    }
+}
+
+/// The 16 bytes `p[..16]` as two little-endian words.
+#[inline(always)]
+fn words(p: &[u8]) -> [u64; 2] {
+    let (a, b) = p[..16].split_at(8);
+    let w = |x: &[u8]| u64::from_le_bytes(x.try_into().unwrap_or([0; 8]));
+    [w(a), w(b)]
+}
+
+/// The 4 bytes of `x` each moved to the low byte of a 16-bit slot (byte `i` → bits `16i..`).
+#[inline(always)]
+fn spread8(x: u32) -> u64 {
+    let x = x as u64;
+    let x = (x | x << 16) & 0x0000_FFFF_0000_FFFF;
+    (x | x << 8) & 0x00FF_00FF_00FF_00FF
+}
+
+/// Sixteen 2-bit or 4-bit little-endian codes (`p[..4]` or `p[..8]`), one per byte.
+#[inline(always)]
+fn unpack_codes(p: &[u8], bits: u32) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    if bits == 2 {
+        // Per 16-bit half: bytes into 32-bit slots, nibbles into 16-bit, fields into bytes.
+        for (h, o) in out.chunks_exact_mut(8).enumerate() {
+            let x = u16::from_le_bytes([p[2 * h], p[2 * h + 1]]) as u64;
+            let x = (x | x << 24) & 0x0000_00FF_0000_00FF;
+            let x = (x | x << 12) & 0x000F_000F_000F_000F;
+            let x = (x | x << 6) & 0x0303_0303_0303_0303;
+            o.copy_from_slice(&x.to_le_bytes());
+        }
+    } else {
+        // Per 4-byte half: even codes are low nibbles, odd codes high nibbles.
+        for (h, o) in out.chunks_exact_mut(8).enumerate() {
+            let x = u32::from_le_bytes([p[4 * h], p[4 * h + 1], p[4 * h + 2], p[4 * h + 3]]);
+            let lo = spread8(x & 0x0F0F_0F0F);
+            let hi = spread8((x >> 4) & 0x0F0F_0F0F);
+            o.copy_from_slice(&(lo | hi << 8).to_le_bytes());
+        }
+    }
+    out
+}
+
+// Every method below calls `S`'s primitives, whose contract is that the CPU has `S`'s
+// features: `Wide` exists only around a token of `S` (run-time detection), and the bodies are
+// inlined into wrappers compiled with those features.
+impl<S: AttnSimd, const N: usize> Simd for Wide<S, N> {
+    type V = [S::V; N];
+    #[inline(always)]
+    fn zero(self) -> Self::V {
+        // SAFETY: token of `S` held (see above).
+        unsafe { [S::zero(); N] }
+    }
+    #[inline(always)]
+    fn splat(self, x: f32) -> Self::V {
+        // SAFETY: token of `S` held.
+        unsafe { [S::splat(x); N] }
+    }
+    #[inline(always)]
+    fn load(self, p: &[f32]) -> Self::V {
+        assert!(p.len() >= L);
+        let mut v = self.zero();
+        for (i, x) in v.iter_mut().enumerate() {
+            // SAFETY: lanes `i·LANES..(i+1)·LANES` ≤ 16 are in bounds (checked); token held.
+            *x = unsafe { S::load(p.as_ptr().add(i * S::LANES)) };
+        }
+        v
+    }
+    #[inline(always)]
+    fn store(self, p: &mut [f32], v: Self::V) {
+        assert!(p.len() >= L);
+        for (i, x) in v.iter().enumerate() {
+            // SAFETY: as in `load`.
+            unsafe { S::store(p.as_mut_ptr().add(i * S::LANES), *x) };
+        }
+    }
+    #[inline(always)]
+    fn fma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        let mut o = c;
+        for i in 0..N {
+            // SAFETY: token of `S` held.
+            o[i] = unsafe { S::fma(a[i], b[i], c[i]) };
+        }
+        o
+    }
+    #[inline(always)]
+    fn add(self, a: Self::V, b: Self::V) -> Self::V {
+        let mut o = a;
+        for i in 0..N {
+            // SAFETY: token of `S` held.
+            o[i] = unsafe { S::add(a[i], b[i]) };
+        }
+        o
+    }
+    #[inline(always)]
+    fn sum(self, v: Self::V) -> f32 {
+        let mut a = v[0];
+        for x in &v[1..] {
+            // SAFETY: token of `S` held.
+            a = unsafe { S::add(a, *x) };
+        }
+        // SAFETY: token of `S` held.
+        unsafe { S::hsum(a) }
+    }
+    #[inline(always)]
+    fn max(self, a: Self::V, b: Self::V) -> Self::V {
+        let mut o = a;
+        for i in 0..N {
+            // SAFETY: token of `S` held.
+            o[i] = unsafe { S::max(a[i], b[i]) };
+        }
+        o
+    }
+    #[inline(always)]
+    fn hmax(self, v: Self::V) -> f32 {
+        let mut a = v[0];
+        for x in &v[1..] {
+            // SAFETY: token of `S` held.
+            a = unsafe { S::max(a, *x) };
+        }
+        // SAFETY: token of `S` held.
+        unsafe { S::hmax(a) }
+    }
+    #[inline(always)]
+    fn exp(self, v: Self::V) -> Self::V {
+        let mut o = v;
+        for x in o.iter_mut() {
+            // SAFETY: token of `S` held.
+            *x = unsafe { S::exp(*x) };
+        }
+        o
+    }
+    #[inline(always)]
+    fn f16(self, p: &[f16]) -> Self::V {
+        assert!(p.len() >= L);
+        let mut v = self.zero();
+        for (i, x) in v.iter_mut().enumerate() {
+            // SAFETY: 16 halves in bounds (checked); token held.
+            *x = unsafe { S::load_f16(p.as_ptr().cast::<u16>().add(i * S::LANES)) };
+        }
+        v
+    }
+    #[inline(always)]
+    fn i8(self, p: &[i8]) -> Self::V {
+        assert!(p.len() >= L);
+        let mut v = self.zero();
+        for (i, x) in v.iter_mut().enumerate() {
+            // SAFETY: 16 bytes in bounds (checked); token held.
+            *x = unsafe { S::load_i8(p.as_ptr().add(i * S::LANES)) };
+        }
+        v
+    }
+    #[inline(always)]
+    fn nib(self, p: &[u8], hi: bool) -> Self::V {
+        let s = if hi { 4 } else { 0 };
+        let [a, b] = words(p).map(|w| ((w >> s) & 0x0F0F_0F0F_0F0F_0F0F).to_le_bytes());
+        let mut t = [0i8; 16];
+        for (o, x) in t.iter_mut().zip(a.iter().chain(&b)) {
+            *o = *x as i8;
+        }
+        self.i8(&t)
+    }
+    #[inline(always)]
+    fn codes(self, p: &[u8], bits: u32) -> Self::V {
+        let c = unpack_codes(p, bits);
+        let mut t = [0i8; 16];
+        for (o, x) in t.iter_mut().zip(&c) {
+            *o = *x as i8;
+        }
+        self.i8(&t)
     }
 }
 
