@@ -588,19 +588,24 @@ fn window_paths_agree_and_sinks_count() {
             .expect("perplexity")
             .ppl
     };
-    let w = |sinks, cache_prefill| DecoderOptions {
-        window: Some(64),
+    let w = |window, sinks, cache_prefill| DecoderOptions {
+        window: Some(window),
         sinks,
         cache_prefill,
         ..options(KvChoice::F16, 256)
     };
-    let (direct, cached, sinks) = (ppl(w(0, false)), ppl(w(0, true)), ppl(w(4, false)));
     // The two paths sum in different orders (transposed-key products in `rt.attention`'s
-    // prefill, one dot product per key in the cache), and activations quantized to Q8_0 turn
-    // such last-bit differences into small changes of the logits: 0.3% of perplexity here.
+    // prefill, one dot product per key in the cache), and windowed attention without sinks
+    // leaves this model in a regime where such last-bit changes, amplified by activations
+    // quantized to Q8_0, move perplexity by up to 1.1% at W = 192 (24.81 vs 25.08 on the
+    // scalar path, 24.84 vs 24.73 on AVX2) and by up to 3% at W = 64, where even another
+    // ISA's matmul sums move it from 41.5 to 43.6. A broken window rule moves it far more.
+    let (direct, cached) = (ppl(w(192, 0, false)), ppl(w(192, 0, true)));
     assert!(
-        (direct - cached).abs() / cached < 1e-2,
-        "{direct} vs {cached}"
+        (direct - cached).abs() / cached < 2e-2,
+        "W 192: direct {direct} vs cached {cached}"
     );
-    assert!(sinks < direct, "sinks {sinks} vs none {direct}");
+    // Sinks (only the cache has them) rescue a small window: 20.8 against 42.7 without.
+    let (sinks, none) = (ppl(w(64, 4, false)), ppl(w(64, 0, false)));
+    assert!(sinks < 0.7 * none, "W 64: sinks {sinks} vs none {none}");
 }
