@@ -153,6 +153,27 @@ mod x86 {
             _mm_cvtss_f32(m)
         }
         #[inline(always)]
+        unsafe fn hsum4(v: [__m256; 4]) -> [f32; 4] {
+            // As for AVX-512: pairs interleaved so each add serves two vectors, then four,
+            // then the two 128-bit lanes.
+            let a01 = _mm256_add_ps(
+                _mm256_unpacklo_ps(v[0], v[1]),
+                _mm256_unpackhi_ps(v[0], v[1]),
+            );
+            let a23 = _mm256_add_ps(
+                _mm256_unpacklo_ps(v[2], v[3]),
+                _mm256_unpackhi_ps(v[2], v[3]),
+            );
+            let s = _mm256_add_ps(
+                _mm256_shuffle_ps::<0b01_00_01_00>(a01, a23),
+                _mm256_shuffle_ps::<0b11_10_11_10>(a01, a23),
+            );
+            let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+            let mut out = [0f32; 4];
+            _mm_storeu_ps(out.as_mut_ptr(), s);
+            out
+        }
+        #[inline(always)]
         unsafe fn exp(x: __m256) -> __m256 {
             let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(EXP_LO));
             let x = _mm256_min_ps(

@@ -627,8 +627,8 @@ fn rows_score<S: Simd>(
                     *v = s.fma(kv, s.load(&qr[i * d + c..]), *v);
                 }
             }
-            for (i, v) in acc.iter().enumerate() {
-                sc[i * KB + j - a] = s.sum(*v);
+            for (i, v) in s.sum4(acc).into_iter().enumerate() {
+                sc[i * KB + j - a] = v;
             }
             continue;
         }
@@ -644,8 +644,8 @@ fn rows_score<S: Simd>(
                     *v = s.fma(kv, s.load(&qr[(r0 + i) * d + c..]), *v);
                 }
             }
-            for (i, v) in acc.iter().enumerate() {
-                sc[(r0 + i) * KB + j - a] = s.sum(*v);
+            for (i, v) in s.sum4(acc).into_iter().enumerate() {
+                sc[(r0 + i) * KB + j - a] = v;
             }
             r0 += 4;
         }
@@ -767,23 +767,50 @@ fn rows_accum<S: Simd>(
     for c in (0..dv).step_by(L) {
         let mut r0 = 0;
         while r0 < rows {
-            let n = (rows - r0).min(4);
-            let mut acc = [s.zero(); 4];
-            for (i, v) in acc.iter_mut().enumerate().take(n) {
-                *v = s.load(&state[(r0 + i) * stride + 2 + c..]);
-            }
-            for j in a..b {
-                let x = decode.row(s, j, c);
-                for (i, v) in acc.iter_mut().enumerate().take(n) {
-                    *v = s.fma(x, s.splat(w[(r0 + i) * KB + j - a]), *v);
-                }
-            }
-            for (i, v) in acc.iter().enumerate().take(n) {
-                s.store(&mut state[(r0 + i) * stride + 2 + c..], *v);
-            }
-            r0 += n;
+            let (wr, acc) = (&w[r0 * KB..], &mut state[r0 * stride + 2 + c..]);
+            r0 += if rows - r0 >= 4 {
+                weigh::<S, 4>(s, a, b, wr, KB, acc, stride, decode, c)
+            } else {
+                weigh::<S, 1>(s, a, b, wr, KB, acc, stride, decode, c)
+            };
         }
     }
+}
+
+/// `acc_i[..16] += Σ_j w[i·ws + j − a] · src.row(j, c)` for the `R` rows
+/// `acc_i = &acc[i·stride..]` and keys `a..b`, the accumulators in registers. Returns `R`.
+/// (A trait object, not a closure: closures do not inherit the wrapper's target features, so
+/// the intrinsics in them would not inline.)
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[inline(always)]
+fn weigh<S: Simd, const R: usize>(
+    s: S,
+    a: usize,
+    b: usize,
+    w: &[f32],
+    ws: usize,
+    acc: &mut [f32],
+    stride: usize,
+    src: impl Rows<S>,
+    c: usize,
+) -> usize {
+    let nb = b - a;
+    let mut av = [s.zero(); R];
+    let mut wr = [&w[..0]; R];
+    for i in 0..R {
+        av[i] = s.load(&acc[i * stride..]);
+        wr[i] = &w[i * ws..][..nb];
+    }
+    for jj in 0..nb {
+        let xv = src.row(s, a + jj, c);
+        for i in 0..R {
+            av[i] = s.fma(xv, s.splat(wr[i][jj]), av[i]);
+        }
+    }
+    for (i, v) in av.iter().enumerate() {
+        s.store(&mut acc[i * stride..], *v);
+    }
+    R
 }
 
 /// Values `scale·code + min` per (token, channel group of `gs`): the scale is folded into the
@@ -807,32 +834,28 @@ fn affine_accum<S: Simd>(
     for g in 0..dv / gs {
         let mut r0 = 0;
         while r0 < rows {
-            let n = (rows - r0).min(4);
-            let mut msum = [0f32; 4];
-            for j in a..b {
-                let (sc, mn) = src.params(j, g);
-                for i in 0..n {
-                    let wt = w[(r0 + i) * KB + j - a];
-                    ws[i * KB + j - a] = wt * sc;
-                    msum[i] += wt * mn;
+            let n = if rows - r0 >= 4 { 4 } else { 1 };
+            for i in 0..n {
+                let wr = &w[(r0 + i) * KB..][..nb];
+                let wo = &mut ws[i * KB..][..nb];
+                let mut msum = 0.0;
+                for (jj, (o, wt)) in wo.iter_mut().zip(wr).enumerate() {
+                    let (sc, mn) = src.params(a + jj, g);
+                    *o = wt * sc;
+                    msum += wt * mn;
+                }
+                // The minimums' share, added once to every channel of the group.
+                if msum != 0.0 {
+                    let row = &mut state[(r0 + i) * stride + 2 + g * gs..][..gs];
+                    row.iter_mut().for_each(|v| *v += msum);
                 }
             }
             for c in (g * gs..(g + 1) * gs).step_by(L) {
-                let mut acc = [s.zero(); 4];
-                for (i, v) in acc.iter_mut().enumerate().take(n) {
-                    *v = s.add(
-                        s.load(&state[(r0 + i) * stride + 2 + c..]),
-                        s.splat(msum[i]),
-                    );
-                }
-                for jj in 0..nb {
-                    let x = src.row(s, a + jj, c);
-                    for (i, v) in acc.iter_mut().enumerate().take(n) {
-                        *v = s.fma(x, s.splat(ws[i * KB + jj]), *v);
-                    }
-                }
-                for (i, v) in acc.iter().enumerate().take(n) {
-                    s.store(&mut state[(r0 + i) * stride + 2 + c..], *v);
+                let acc = &mut state[r0 * stride + 2 + c..];
+                if n == 4 {
+                    weigh::<S, 4>(s, a, b, ws, KB, acc, stride, src, c);
+                } else {
+                    weigh::<S, 1>(s, a, b, ws, KB, acc, stride, src, c);
                 }
             }
             r0 += n;

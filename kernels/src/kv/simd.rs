@@ -27,6 +27,16 @@ pub trait Simd: Copy {
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     /// Sum of the lanes.
     fn sum(self, v: Self::V) -> f32;
+    /// The lane sums of four vectors (one reduction tree where the ISA has one).
+    #[inline(always)]
+    fn sum4(self, v: [Self::V; 4]) -> [f32; 4] {
+        [
+            self.sum(v[0]),
+            self.sum(v[1]),
+            self.sum(v[2]),
+            self.sum(v[3]),
+        ]
+    }
     /// Lane-wise maximum.
     fn max(self, a: Self::V, b: Self::V) -> Self::V;
     /// Largest lane.
@@ -227,6 +237,18 @@ impl<S: AttnSimd, const N: usize> Simd for Wide<S, N> {
         unsafe { S::hsum(a) }
     }
     #[inline(always)]
+    fn sum4(self, v: [Self::V; 4]) -> [f32; 4] {
+        let mut a = [v[0][0], v[1][0], v[2][0], v[3][0]];
+        for (ax, vx) in a.iter_mut().zip(&v) {
+            for x in &vx[1..] {
+                // SAFETY: token of `S` held.
+                *ax = unsafe { S::add(*ax, *x) };
+            }
+        }
+        // SAFETY: token of `S` held.
+        unsafe { S::hsum4(a) }
+    }
+    #[inline(always)]
     fn max(self, a: Self::V, b: Self::V) -> Self::V {
         let mut o = a;
         for i in 0..N {
@@ -300,7 +322,7 @@ pub use x86::Avx512;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Simd, L};
+    use super::{AttnSimd, Simd, L};
     use half::f16;
     use std::arch::x86_64::*;
 
@@ -354,6 +376,11 @@ mod x86 {
         fn sum(self, v: __m512) -> f32 {
             // SAFETY: AVX-512 present (token).
             unsafe { _mm512_reduce_add_ps(v) }
+        }
+        #[inline(always)]
+        fn sum4(self, v: [__m512; 4]) -> [f32; 4] {
+            // SAFETY: AVX-512 F/BW/VL/DQ present (token): what the attention primitive needs.
+            unsafe { <crate::arch::x86_avx512::Avx512 as AttnSimd>::hsum4(v) }
         }
         #[inline(always)]
         fn max(self, a: __m512, b: __m512) -> __m512 {
