@@ -113,12 +113,17 @@ unsafe fn sub_i8mm<P: Packed, const MR: usize, const NT: usize>(
     // acc[pair of activation rows][tile][2q + h]: weight rows 4q + 2h, 4q + 2h + 1.
     let mut acc = [[[zero; 8]; NT]; MR];
     for gp in (0..P::S / 4).step_by(2) {
-        let w: [([uint8x16_t; 4], [uint8x16_t; 4]); NT] = std::array::from_fn(|j| {
-            (
+        // A loop, not `from_fn`: intrinsics in a closure would not inline.
+        let mut w = [(
+            code_vec::<NeonI8mm, P>(cc[0], s, gp),
+            code_vec::<NeonI8mm, P>(cc[0], s, gp + 1),
+        ); NT];
+        for (j, wj) in w.iter_mut().enumerate().skip(1) {
+            *wj = (
                 code_vec::<NeonI8mm, P>(cc[j], s, gp),
                 code_vec::<NeonI8mm, P>(cc[j], s, gp + 1),
-            )
-        });
+            );
+        }
         for ip in 0..MR / 2 {
             let xa = vcombine_s8(
                 vld1_s8(xq[2 * ip].add(xo + 4 * gp)),
@@ -221,17 +226,33 @@ macro_rules! neon_qsimd {
             }
             #[inline(always)]
             unsafe fn nib_lo(w: [uint8x16_t; 4]) -> [uint8x16_t; 4] {
-                w.map(|v| vandq_u8(v, vdupq_n_u8(0x0F)))
+                let m = vdupq_n_u8(0x0F);
+                [
+                    vandq_u8(w[0], m),
+                    vandq_u8(w[1], m),
+                    vandq_u8(w[2], m),
+                    vandq_u8(w[3], m),
+                ]
             }
             #[inline(always)]
             unsafe fn nib_hi(w: [uint8x16_t; 4]) -> [uint8x16_t; 4] {
-                w.map(|v| vshrq_n_u8::<4>(v))
+                [
+                    vshrq_n_u8::<4>(w[0]),
+                    vshrq_n_u8::<4>(w[1]),
+                    vshrq_n_u8::<4>(w[2]),
+                    vshrq_n_u8::<4>(w[3]),
+                ]
             }
             #[inline(always)]
             unsafe fn shr_and(w: [uint8x16_t; 4], n: u32, mask: u8) -> [uint8x16_t; 4] {
                 let sh = vdupq_n_s8(-(n as i8));
                 let m = vdupq_n_u8(mask);
-                w.map(|v| vandq_u8(vshlq_u8(v, sh), m))
+                [
+                    vandq_u8(vshlq_u8(w[0], sh), m),
+                    vandq_u8(vshlq_u8(w[1], sh), m),
+                    vandq_u8(vshlq_u8(w[2], sh), m),
+                    vandq_u8(vshlq_u8(w[3], sh), m),
+                ]
             }
             #[inline(always)]
             unsafe fn or_shl4(lo: [uint8x16_t; 4], hi: [uint8x16_t; 4]) -> [uint8x16_t; 4] {
@@ -244,7 +265,13 @@ macro_rules! neon_qsimd {
             }
             #[inline(always)]
             unsafe fn flip(w: [uint8x16_t; 4]) -> [uint8x16_t; 4] {
-                w.map(|v| veorq_u8(v, vdupq_n_u8(0x80)))
+                let m = vdupq_n_u8(0x80);
+                [
+                    veorq_u8(w[0], m),
+                    veorq_u8(w[1], m),
+                    veorq_u8(w[2], m),
+                    veorq_u8(w[3], m),
+                ]
             }
             #[inline(always)]
             unsafe fn splat_i(v: i32) -> [int32x4_t; 4] {
@@ -267,7 +294,12 @@ macro_rules! neon_qsimd {
             }
             #[inline(always)]
             unsafe fn cvt(i: [int32x4_t; 4]) -> [float32x4_t; 4] {
-                i.map(|v| vcvtq_f32_s32(v))
+                [
+                    vcvtq_f32_s32(i[0]),
+                    vcvtq_f32_s32(i[1]),
+                    vcvtq_f32_s32(i[2]),
+                    vcvtq_f32_s32(i[3]),
+                ]
             }
             #[inline(always)]
             unsafe fn zero_f() -> [float32x4_t; 4] {

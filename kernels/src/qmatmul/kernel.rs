@@ -6,6 +6,8 @@ use super::act::Acts;
 use super::repack::{Packed, TR};
 use super::simd::QSimd;
 use super::SharedMut;
+// `from_fn` only for pointers and integers: a closure does not inherit the wrapper's target
+// features, so an intrinsic inside one is not inlined (Q6_K decode on AVX2 ran 25× slower).
 use std::array::from_fn;
 
 /// The tiles and activation rows of one task.
@@ -86,7 +88,10 @@ unsafe fn tile_body<Q: QSimd, P: Packed, const MR: usize, const NT: usize>(
             let cc: [*const u8; NT] = from_fn(|j| codes[j].add(c * P::CODES));
             let iv: [i32; MR] = from_fn(|i| *init[i].add(si));
             let isum = Q::sub_dot::<P, MR, NT>(cc, s, xq, xo, iv);
-            let sc: [(Q::F, Q::F); NT] = from_fn(|j| P::scales::<Q>(heads[j].add(c * P::HEAD), s));
+            let mut sc = [P::scales::<Q>(heads[0].add(c * P::HEAD), s); NT];
+            for j in 1..NT {
+                sc[j] = P::scales::<Q>(heads[j].add(c * P::HEAD), s);
+            }
             for i in 0..MR {
                 let xs = if P::HAS_C {
                     Q::splat_f(*xsf[i].add(si))
@@ -173,13 +178,19 @@ pub(crate) unsafe fn sub_lanes<Q: QSimd, P: Packed, const MR: usize, const NT: u
     let biased = P::SIGNED && Q::SIGNED_VIA_BIAS;
     let x4 = |i: usize, off: usize| xq[i].add(off).cast::<i32>().read_unaligned();
     let cs: [*const u8; NT] = from_fn(|j| cc[j].add(s * P::SUB_BYTES));
-    let mut isum: [[Q::I; NT]; MR] = from_fn(|i| [Q::splat_i(init[i]); NT]);
+    let mut isum = [[Q::splat_i(init[0]); NT]; MR];
+    for i in 1..MR {
+        isum[i] = [Q::splat_i(init[i]); NT];
+    }
     if P::NIBBLES {
         let half = P::S / 8;
         for v in 0..half {
-            let raw: [Q::W; NT] = from_fn(|j| Q::load_w(cs[j].add(64 * v)));
-            let lo: [Q::W; NT] = from_fn(|j| Q::nib_lo(raw[j]));
-            let hi: [Q::W; NT] = from_fn(|j| Q::nib_hi(raw[j]));
+            let raw = Q::load_w(cs[0].add(64 * v));
+            let (mut lo, mut hi) = ([Q::nib_lo(raw); NT], [Q::nib_hi(raw); NT]);
+            for j in 1..NT {
+                let raw = Q::load_w(cs[j].add(64 * v));
+                (lo[j], hi[j]) = (Q::nib_lo(raw), Q::nib_hi(raw));
+            }
             for i in 0..MR {
                 let (xl, xh) = (x4(i, xo + 4 * v), x4(i, xo + 4 * (v + half)));
                 for j in 0..NT {
@@ -191,7 +202,10 @@ pub(crate) unsafe fn sub_lanes<Q: QSimd, P: Packed, const MR: usize, const NT: u
     } else {
         // One byte per code (Q8_0), or 6-bit codes rebuilt from their planes (Q6_K).
         for g in 0..P::S / 4 {
-            let wv: [Q::W; NT] = from_fn(|j| code_vec::<Q, P>(cc[j], s, g));
+            let mut wv = [code_vec::<Q, P>(cc[0], s, g); NT];
+            for j in 1..NT {
+                wv[j] = code_vec::<Q, P>(cc[j], s, g);
+            }
             for i in 0..MR {
                 let xv = x4(i, xo + 4 * g);
                 for j in 0..NT {

@@ -41,7 +41,9 @@ unsafe fn dot4(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
 }
 
 // SAFETY: AVX2, FMA and F16C intrinsics, inlined only into `run_tf`, which enables them and is
-// reached only through the detected token.
+// reached only through the detected token. No closures around intrinsics: a closure does not
+// inherit `run_tf`'s target features, so the intrinsic inside it becomes a call (that made
+// Q6_K decode 25× slower).
 unsafe impl QSimd for Avx2Q {
     type I = [__m256i; 2];
     type F = [__m256; 2];
@@ -57,17 +59,25 @@ unsafe impl QSimd for Avx2Q {
     }
     #[inline(always)]
     unsafe fn nib_lo(w: [__m256i; 2]) -> [__m256i; 2] {
-        w.map(|v| _mm256_and_si256(v, _mm256_set1_epi8(0x0F)))
+        let m = _mm256_set1_epi8(0x0F);
+        [_mm256_and_si256(w[0], m), _mm256_and_si256(w[1], m)]
     }
     #[inline(always)]
     unsafe fn nib_hi(w: [__m256i; 2]) -> [__m256i; 2] {
-        w.map(|v| _mm256_and_si256(_mm256_srli_epi16::<4>(v), _mm256_set1_epi8(0x0F)))
+        let m = _mm256_set1_epi8(0x0F);
+        [
+            _mm256_and_si256(_mm256_srli_epi16::<4>(w[0]), m),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(w[1]), m),
+        ]
     }
     #[inline(always)]
     unsafe fn shr_and(w: [__m256i; 2], n: u32, mask: u8) -> [__m256i; 2] {
         let c = _mm_cvtsi32_si128(n as i32);
         let m = _mm256_set1_epi8(mask as i8);
-        w.map(|v| _mm256_and_si256(_mm256_srl_epi16(v, c), m))
+        [
+            _mm256_and_si256(_mm256_srl_epi16(w[0], c), m),
+            _mm256_and_si256(_mm256_srl_epi16(w[1], c), m),
+        ]
     }
     #[inline(always)]
     unsafe fn or_shl4(lo: [__m256i; 2], hi: [__m256i; 2]) -> [__m256i; 2] {
@@ -78,7 +88,8 @@ unsafe impl QSimd for Avx2Q {
     }
     #[inline(always)]
     unsafe fn flip(w: [__m256i; 2]) -> [__m256i; 2] {
-        w.map(|v| _mm256_xor_si256(v, _mm256_set1_epi8(-128)))
+        let m = _mm256_set1_epi8(-128);
+        [_mm256_xor_si256(w[0], m), _mm256_xor_si256(w[1], m)]
     }
     #[inline(always)]
     unsafe fn splat_i(v: i32) -> [__m256i; 2] {
@@ -92,12 +103,22 @@ unsafe impl QSimd for Avx2Q {
     #[inline(always)]
     unsafe fn dot_s(acc: [__m256i; 2], w: [__m256i; 2], x4: i32) -> [__m256i; 2] {
         let x = _mm256_set1_epi32(x4);
-        let one = |a, w| dot4(a, _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-        [one(acc[0], w[0]), one(acc[1], w[1])]
+        [
+            dot4(
+                acc[0],
+                _mm256_sign_epi8(w[0], w[0]),
+                _mm256_sign_epi8(x, w[0]),
+            ),
+            dot4(
+                acc[1],
+                _mm256_sign_epi8(w[1], w[1]),
+                _mm256_sign_epi8(x, w[1]),
+            ),
+        ]
     }
     #[inline(always)]
     unsafe fn cvt(i: [__m256i; 2]) -> [__m256; 2] {
-        i.map(|v| _mm256_cvtepi32_ps(v))
+        [_mm256_cvtepi32_ps(i[0]), _mm256_cvtepi32_ps(i[1])]
     }
     #[inline(always)]
     unsafe fn zero_f() -> [__m256; 2] {
