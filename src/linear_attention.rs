@@ -207,10 +207,12 @@ pub(crate) fn run(
     // State [h, d_k, cols]: S in the first d_v columns, z in the last for vanilla. The new
     // state starts as a copy of the old one and is updated in place.
     let mut packed = HostBuffer::zeroed(h * dk * cols * 4);
-    if let Some(s) = state {
-        packed
-            .typed_mut::<f32>()
-            .copy_from_slice(&floats(s, "linear_attention (state)")?);
+    let old = match state {
+        Some(s) => Some(floats(s, "linear_attention (state)")?),
+        None => None,
+    };
+    if let (Some(o), false) = (&old, vanilla) {
+        packed.typed_mut::<f32>().copy_from_slice(o);
     }
     let (g1, g2);
     let kk = match kind {
@@ -239,17 +241,23 @@ pub(crate) fn run(
     let o = out.typed_mut::<f32>();
     let p = packed.typed_mut::<f32>();
     if vanilla {
-        // The kernels keep z apart: unpack, run, pack.
-        let mut st: Vec<f32> = p
-            .chunks_exact(cols)
-            .flat_map(|r| &r[..dv])
-            .copied()
-            .collect();
-        let mut z: Vec<f32> = p.chunks_exact(cols).map(|r| r[dv]).collect();
+        // The kernels keep z apart: unpack the old state row by row, run, pack into the new
+        // (one copy each way; a decode token costs about as much as the kernel's own sweep).
+        let (mut st, mut z) = (vec![0f32; h * dk * dv], vec![0f32; h * dk]);
+        if let Some(o) = &old {
+            for ((row, sr), zr) in o
+                .chunks_exact(cols)
+                .zip(st.chunks_exact_mut(dv))
+                .zip(&mut z)
+            {
+                sr.copy_from_slice(&row[..dv]);
+                *zr = row[dv];
+            }
+        }
         run(pool, &qv, &kv, &vv, kk, s, &mut st, Some(&mut z), o);
-        for (i, row) in p.chunks_exact_mut(cols).enumerate() {
-            row[..dv].copy_from_slice(&st[i * dv..(i + 1) * dv]);
-            row[dv] = z[i];
+        for ((row, sr), zr) in p.chunks_exact_mut(cols).zip(st.chunks_exact(dv)).zip(&z) {
+            row[..dv].copy_from_slice(sr);
+            row[dv] = *zr;
         }
     } else {
         run(pool, &qv, &kv, &vv, kk, s, p, None, o);
