@@ -22,6 +22,11 @@ pub(crate) unsafe trait AttnSimd: Simd {
     unsafe fn exp(x: Self::V) -> Self::V;
     /// Loads `LANES` i8 widened to f32.
     unsafe fn load_i8(p: *const i8) -> Self::V;
+    /// Loads `LANES` bytes, each as its low (`hi` false) or high nibble, widened to f32.
+    unsafe fn load_nib(p: *const u8, hi: bool) -> Self::V;
+    /// Lane `i` = `(w >> (bits·i)) & (2^bits − 1)` as f32, for `bits` 2 or 4
+    /// (`bits·LANES ≤ 32`): little-endian packed codes.
+    unsafe fn unpack_bits(w: u32, bits: u32) -> Self::V;
     /// The lane sums of four vectors (one reduction tree for all four where the ISA has one).
     #[inline(always)]
     unsafe fn hsum4(v: [Self::V; 4]) -> [f32; 4] {
@@ -55,6 +60,14 @@ unsafe impl AttnSimd for Scalar {
     #[inline(always)]
     unsafe fn load_i8(p: *const i8) -> f32 {
         *p as f32
+    }
+    #[inline(always)]
+    unsafe fn load_nib(p: *const u8, hi: bool) -> f32 {
+        ((*p >> if hi { 4 } else { 0 }) & 0xF) as f32
+    }
+    #[inline(always)]
+    unsafe fn unpack_bits(w: u32, bits: u32) -> f32 {
+        (w & ((1 << bits) - 1)) as f32
     }
 }
 
@@ -109,6 +122,23 @@ mod x86 {
         #[inline(always)]
         unsafe fn load_i8(p: *const i8) -> __m512 {
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.cast())))
+        }
+        #[inline(always)]
+        unsafe fn load_nib(p: *const u8, hi: bool) -> __m512 {
+            let x = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.cast()));
+            let x = _mm512_srl_epi32(x, _mm_cvtsi32_si128(if hi { 4 } else { 0 }));
+            _mm512_cvtepi32_ps(_mm512_and_si512(x, _mm512_set1_epi32(0xF)))
+        }
+        #[inline(always)]
+        unsafe fn unpack_bits(w: u32, bits: u32) -> __m512 {
+            // 16 lanes of 2 bits fill the word; 4-bit codes need a 64-bit word (LANES·bits
+            // ≤ 32 is the contract), so only 2 bits occur here.
+            let sh = _mm512_mullo_epi32(
+                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                _mm512_set1_epi32(bits as i32),
+            );
+            let x = _mm512_srlv_epi32(_mm512_set1_epi32(w as i32), sh);
+            _mm512_cvtepi32_ps(_mm512_and_si512(x, _mm512_set1_epi32((1 << bits) - 1)))
         }
         #[inline(always)]
         unsafe fn hsum4(v: [__m512; 4]) -> [f32; 4] {
@@ -198,6 +228,22 @@ mod x86 {
         unsafe fn load_i8(p: *const i8) -> __m256 {
             _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast())))
         }
+        #[inline(always)]
+        unsafe fn load_nib(p: *const u8, hi: bool) -> __m256 {
+            let x = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast()));
+            let x = _mm256_srl_epi32(x, _mm_cvtsi32_si128(if hi { 4 } else { 0 }));
+            _mm256_cvtepi32_ps(_mm256_and_si256(x, _mm256_set1_epi32(0xF)))
+        }
+        #[inline(always)]
+        unsafe fn unpack_bits(w: u32, bits: u32) -> __m256 {
+            let sh = if bits == 2 {
+                _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)
+            } else {
+                _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)
+            };
+            let x = _mm256_srlv_epi32(_mm256_set1_epi32(w as i32), sh);
+            _mm256_cvtepi32_ps(_mm256_and_si256(x, _mm256_set1_epi32((1 << bits) - 1)))
+        }
     }
 }
 
@@ -242,6 +288,21 @@ mod neon {
             let w = p.cast::<i32>().read_unaligned();
             let h = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(w)));
             vcvtq_f32_s32(vmovl_s16(vget_low_s16(h)))
+        }
+        #[inline(always)]
+        unsafe fn load_nib(p: *const u8, hi: bool) -> float32x4_t {
+            let w = p.cast::<u32>().read_unaligned();
+            let h = vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(w)));
+            let x = vmovl_u16(vget_low_u16(h));
+            let x = vshlq_u32(x, vdupq_n_s32(if hi { -4 } else { 0 }));
+            vcvtq_f32_u32(vandq_u32(x, vdupq_n_u32(0xF)))
+        }
+        #[inline(always)]
+        unsafe fn unpack_bits(w: u32, bits: u32) -> float32x4_t {
+            let b = bits as i32;
+            let sh = vmulq_n_s32(vld1q_s32([0, -1, -2, -3].as_ptr()), b);
+            let x = vshlq_u32(vdupq_n_u32(w), sh);
+            vcvtq_f32_u32(vandq_u32(x, vdupq_n_u32((1 << bits) - 1)))
         }
     }
 }

@@ -436,6 +436,9 @@ struct Scratch {
     qs: Vec<f32>,
     corr: Vec<f32>,
     ws: Vec<f32>,
+    /// Per key of a block, one channel group's value scale and minimum.
+    pscale: Vec<f32>,
+    pmin: Vec<f32>,
 }
 
 #[inline(always)]
@@ -472,6 +475,8 @@ fn run_unit<S: Simd>(s: S, ctx: &Ctx<'_>, u: &Unit) -> Partial {
         qs: vec![0f32; rows * d],
         corr: vec![0f32; rows],
         ws: vec![0f32; 4 * KB],
+        pscale: vec![0f32; KB],
+        pmin: vec![0f32; KB],
     };
     let gst = &ctx.gstart[u.g];
     let nq = gst.last().copied().unwrap_or(0);
@@ -735,15 +740,15 @@ fn accum_block<S: Simd>(
 ) {
     match vals {
         ValView::F16(v) => rows_accum(s, a, b, w, rows, dv, state, F16R(v, dv)),
-        ValView::Q8_0(v) => affine_accum(s, a, b, w, rows, dv, 32, state, &mut scr.ws, Q8V(v, dv)),
-        ValView::Q4_0(v) => affine_accum(s, a, b, w, rows, dv, 32, state, &mut scr.ws, Q4V(v, dv)),
+        ValView::Q8_0(v) => affine_accum(s, a, b, w, rows, dv, 32, state, scr, Q8V(v, dv)),
+        ValView::Q4_0(v) => affine_accum(s, a, b, w, rows, dv, 32, state, scr, Q4V(v, dv)),
         ValView::Kivi(kv) if a < nq => {
             let r = KiviV {
                 v: kv,
                 ng: dv / kv.group,
                 vb: kivi::run_bytes(dv, kv.bits),
             };
-            affine_accum(s, a, b, w, rows, dv, kv.group, state, &mut scr.ws, r)
+            affine_accum(s, a, b, w, rows, dv, kv.group, state, scr, r)
         }
         ValView::Kivi(kv) => rows_accum(s, a - nq, b - nq, w, rows, dv, state, F16R(kv.tail, dv)),
     }
@@ -814,7 +819,8 @@ fn weigh<S: Simd, const R: usize>(
 }
 
 /// Values `scale·code + min` per (token, channel group of `gs`): the scale is folded into the
-/// softmax weight, the minimums are added once per block.
+/// softmax weight, the minimums are added once per block. Each group's parameters are read once
+/// per block and shared by the rows.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn affine_accum<S: Simd>(
@@ -826,25 +832,35 @@ fn affine_accum<S: Simd>(
     dv: usize,
     gs: usize,
     state: &mut [f32],
-    ws: &mut [f32],
+    scr: &mut Scratch,
     src: impl Rows<S>,
 ) {
     let stride = dv + 2;
     let nb = b - a;
+    // Weights past `nb` are 0 up to the next multiple of 16 (see `run_unit`), so the padded
+    // parameters only need to be finite.
+    let nv = nb.next_multiple_of(L);
     for g in 0..dv / gs {
+        let (ps, pm) = (&mut scr.pscale[..nv], &mut scr.pmin[..nv]);
+        for jj in 0..nb {
+            (ps[jj], pm[jj]) = src.params(a + jj, g);
+        }
+        ps[nb..].fill(0.0);
+        pm[nb..].fill(0.0);
         let mut r0 = 0;
         while r0 < rows {
             let n = if rows - r0 >= 4 { 4 } else { 1 };
             for i in 0..n {
-                let wr = &w[(r0 + i) * KB..][..nb];
-                let wo = &mut ws[i * KB..][..nb];
-                let mut msum = 0.0;
-                for (jj, (o, wt)) in wo.iter_mut().zip(wr).enumerate() {
-                    let (sc, mn) = src.params(a + jj, g);
-                    *o = wt * sc;
-                    msum += wt * mn;
+                let wr = &w[(r0 + i) * KB..][..nv];
+                let wo = &mut scr.ws[i * KB..][..nv];
+                let mut mv = s.zero();
+                for c0 in (0..nv).step_by(L) {
+                    let wt = s.load(&wr[c0..]);
+                    s.store(&mut wo[c0..], s.fma(wt, s.load(&ps[c0..]), s.zero()));
+                    mv = s.fma(wt, s.load(&pm[c0..]), mv);
                 }
                 // The minimums' share, added once to every channel of the group.
+                let msum = s.sum(mv);
                 if msum != 0.0 {
                     let row = &mut state[(r0 + i) * stride + 2 + g * gs..][..gs];
                     row.iter_mut().for_each(|v| *v += msum);
@@ -853,9 +869,9 @@ fn affine_accum<S: Simd>(
             for c in (g * gs..(g + 1) * gs).step_by(L) {
                 let acc = &mut state[r0 * stride + 2 + c..];
                 if n == 4 {
-                    weigh::<S, 4>(s, a, b, ws, KB, acc, stride, src, c);
+                    weigh::<S, 4>(s, a, b, &scr.ws, KB, acc, stride, src, c);
                 } else {
-                    weigh::<S, 1>(s, a, b, ws, KB, acc, stride, src, c);
+                    weigh::<S, 1>(s, a, b, &scr.ws, KB, acc, stride, src, c);
                 }
             }
             r0 += n;

@@ -121,8 +121,8 @@ impl Simd for Scalar {
 }
 
 /// Sixteen lanes as `N` vectors of a narrower ISA `S` (AVX2: 2 × 8, NEON: 4 × 4), reusing its
-/// attention primitives. Packed codes are spread to one byte each with word arithmetic, then
-/// widened like i8. Built only from a token of `S`, which proves the CPU has its features.
+/// attention primitives (nibbles and packed codes are widened in registers, `S::LANES` at a
+/// time). Built only from a token of `S`, which proves the CPU has its features.
 #[derive(Clone, Copy)]
 pub(crate) struct Wide<S, const N: usize>(S);
 
@@ -132,47 +132,6 @@ impl<S: AttnSimd, const N: usize> Wide<S, N> {
         assert_eq!(N * S::LANES, L, "Wide<S, N> must hold 16 lanes");
         Wide(s)
     }
-}
-
-/// The 16 bytes `p[..16]` as two little-endian words.
-#[inline(always)]
-fn words(p: &[u8]) -> [u64; 2] {
-    let (a, b) = p[..16].split_at(8);
-    let w = |x: &[u8]| u64::from_le_bytes(x.try_into().unwrap_or([0; 8]));
-    [w(a), w(b)]
-}
-
-/// The 4 bytes of `x` each moved to the low byte of a 16-bit slot (byte `i` → bits `16i..`).
-#[inline(always)]
-fn spread8(x: u32) -> u64 {
-    let x = x as u64;
-    let x = (x | x << 16) & 0x0000_FFFF_0000_FFFF;
-    (x | x << 8) & 0x00FF_00FF_00FF_00FF
-}
-
-/// Sixteen 2-bit or 4-bit little-endian codes (`p[..4]` or `p[..8]`), one per byte.
-#[inline(always)]
-fn unpack_codes(p: &[u8], bits: u32) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    if bits == 2 {
-        // Per 16-bit half: bytes into 32-bit slots, nibbles into 16-bit, fields into bytes.
-        for (h, o) in out.chunks_exact_mut(8).enumerate() {
-            let x = u16::from_le_bytes([p[2 * h], p[2 * h + 1]]) as u64;
-            let x = (x | x << 24) & 0x0000_00FF_0000_00FF;
-            let x = (x | x << 12) & 0x000F_000F_000F_000F;
-            let x = (x | x << 6) & 0x0303_0303_0303_0303;
-            o.copy_from_slice(&x.to_le_bytes());
-        }
-    } else {
-        // Per 4-byte half: even codes are low nibbles, odd codes high nibbles.
-        for (h, o) in out.chunks_exact_mut(8).enumerate() {
-            let x = u32::from_le_bytes([p[4 * h], p[4 * h + 1], p[4 * h + 2], p[4 * h + 3]]);
-            let lo = spread8(x & 0x0F0F_0F0F);
-            let hi = spread8((x >> 4) & 0x0F0F_0F0F);
-            o.copy_from_slice(&(lo | hi << 8).to_le_bytes());
-        }
-    }
-    out
 }
 
 // Every method below calls `S`'s primitives, whose contract is that the CPU has `S`'s
@@ -298,22 +257,30 @@ impl<S: AttnSimd, const N: usize> Simd for Wide<S, N> {
     }
     #[inline(always)]
     fn nib(self, p: &[u8], hi: bool) -> Self::V {
-        let s = if hi { 4 } else { 0 };
-        let [a, b] = words(p).map(|w| ((w >> s) & 0x0F0F_0F0F_0F0F_0F0F).to_le_bytes());
-        let mut t = [0i8; 16];
-        for (o, x) in t.iter_mut().zip(a.iter().chain(&b)) {
-            *o = *x as i8;
+        assert!(p.len() >= L);
+        let mut v = self.zero();
+        for (i, x) in v.iter_mut().enumerate() {
+            // SAFETY: 16 bytes in bounds (checked); token held.
+            *x = unsafe { S::load_nib(p.as_ptr().add(i * S::LANES), hi) };
         }
-        self.i8(&t)
+        v
     }
     #[inline(always)]
     fn codes(self, p: &[u8], bits: u32) -> Self::V {
-        let c = unpack_codes(p, bits);
-        let mut t = [0i8; 16];
-        for (o, x) in t.iter_mut().zip(&c) {
-            *o = *x as i8;
+        // The 16 codes as one little-endian word; vector `i` takes its `LANES` codes from
+        // bit `i·LANES·bits` on (at most 32 bits each: 8 lanes × 4 bits).
+        let w = if bits == 2 {
+            u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as u64
+        } else {
+            u64::from_le_bytes([p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]])
+        };
+        let step = S::LANES as u32 * bits;
+        let mut v = self.zero();
+        for (i, x) in v.iter_mut().enumerate() {
+            // SAFETY: token of `S` held; `bits·LANES ≤ 32` for every `Wide` (16 / N lanes).
+            *x = unsafe { S::unpack_bits((w >> (i as u32 * step)) as u32, bits) };
         }
-        self.i8(&t)
+        v
     }
 }
 
