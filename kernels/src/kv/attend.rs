@@ -22,17 +22,13 @@ use crate::Isa;
 use half::f16;
 use std::sync::Mutex;
 
-/// f16 → f32 without a call (finite inputs): the exponent is rebased by one multiply, which
-/// also handles zeros and subnormals.
+/// f16 → f32 without a call or a branch (finite inputs): the exponent is rebased by one
+/// multiply, which also handles zeros and subnormals, and the sign bit is moved over.
 #[inline(always)]
 fn h2f(h: f16) -> f32 {
     let x = h.to_bits() as u32;
     let mag = f32::from_bits((x & 0x7fff) << 13) * f32::from_bits(0x7780_0000);
-    if x & 0x8000 != 0 {
-        -mag
-    } else {
-        mag
-    }
+    f32::from_bits(mag.to_bits() | (x & 0x8000) << 16)
 }
 
 /// Row access of one storage format, as plain structs (not closures) so every call inlines
@@ -44,6 +40,28 @@ trait Rows<S: Simd>: Copy {
     fn params(self, _j: usize, _g: usize) -> (f32, f32) {
         (1.0, 0.0)
     }
+    /// Key rows only: the four dot products of key `j` with the rows `q` (16-lane chunks of
+    /// one head each), as lane vectors still to be summed. Formats override it to walk the row
+    /// as fixed-size chunks, with one bounds check per key instead of several per chunk.
+    #[inline(always)]
+    fn dot4(self, s: S, j: usize, q: [&[[f32; L]]; 4]) -> [S::V; 4] {
+        let mut acc = [s.zero(); 4];
+        for ci in 0..q[0].len() {
+            let kv = self.row(s, j, ci * L);
+            for (a, qi) in acc.iter_mut().zip(q) {
+                *a = s.fma(kv, s.load(&qi[ci]), *a);
+            }
+        }
+        acc
+    }
+}
+
+/// `acc[i] += k · q[i]` for one 16-lane key chunk and four query chunks.
+#[inline(always)]
+fn fma4<S: Simd>(s: S, k: S::V, q: [&[f32; L]; 4], acc: &mut [S::V; 4]) {
+    for (a, qi) in acc.iter_mut().zip(q) {
+        *a = s.fma(k, s.load(qi), *a);
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -53,6 +71,21 @@ impl<S: Simd> Rows<S> for F16R<'_> {
     fn row(self, s: S, j: usize, c: usize) -> S::V {
         s.f16(&self.0[j * self.1 + c..])
     }
+    #[inline(always)]
+    fn dot4(self, s: S, j: usize, q: [&[[f32; L]]; 4]) -> [S::V; 4] {
+        let (kc, _) = self.0[j * self.1..(j + 1) * self.1].as_chunks::<L>();
+        let mut acc = [s.zero(); 4];
+        for ((((k, a), b), c), d) in kc.iter().zip(q[0]).zip(q[1]).zip(q[2]).zip(q[3]) {
+            fma4(s, s.f16(k), [a, b, c, d], &mut acc);
+        }
+        acc
+    }
+}
+
+/// The query chunks of one 32-channel block: `q[i]` as pairs of 16-lane chunks.
+#[inline(always)]
+fn pairs(q: [&[[f32; L]]; 4]) -> [&[[[f32; L]; 2]]; 4] {
+    q.map(|x| x.as_chunks::<2>().0)
 }
 
 #[derive(Clone, Copy)]
@@ -62,6 +95,27 @@ impl<S: Simd> Rows<S> for Q8K<'_> {
     fn row(self, s: S, j: usize, c: usize) -> S::V {
         let blk = &self.0[(j * self.1 + c) / 32];
         s.fma(s.i8(&blk.qs[c % 32..]), s.splat(h2f(blk.d)), s.zero())
+    }
+    #[inline(always)]
+    fn dot4(self, s: S, j: usize, q: [&[[f32; L]]; 4]) -> [S::V; 4] {
+        let nb = self.1 / 32;
+        let [q0, q1, q2, q3] = pairs(q);
+        let mut acc = [s.zero(); 4];
+        for ((((blk, a), b), c), d) in self.0[j * nb..(j + 1) * nb]
+            .iter()
+            .zip(q0)
+            .zip(q1)
+            .zip(q2)
+            .zip(q3)
+        {
+            let dd = s.splat(h2f(blk.d));
+            let (lo, hi) = blk.qs.split_at(L);
+            let k0 = s.fma(s.i8(lo), dd, s.zero());
+            fma4(s, k0, [&a[0], &b[0], &c[0], &d[0]], &mut acc);
+            let k1 = s.fma(s.i8(hi), dd, s.zero());
+            fma4(s, k1, [&a[1], &b[1], &c[1], &d[1]], &mut acc);
+        }
+        acc
     }
 }
 
@@ -77,6 +131,27 @@ impl<S: Simd> Rows<S> for Q4K<'_> {
             s.splat(dd),
             s.splat(-8.0 * dd),
         )
+    }
+    #[inline(always)]
+    fn dot4(self, s: S, j: usize, q: [&[[f32; L]]; 4]) -> [S::V; 4] {
+        let nb = self.1 / 32;
+        let [q0, q1, q2, q3] = pairs(q);
+        let mut acc = [s.zero(); 4];
+        for ((((blk, a), b), c), d) in self.0[j * nb..(j + 1) * nb]
+            .iter()
+            .zip(q0)
+            .zip(q1)
+            .zip(q2)
+            .zip(q3)
+        {
+            let dd = h2f(blk.d);
+            let (sc, off) = (s.splat(dd), s.splat(-8.0 * dd));
+            let k0 = s.fma(s.nib(&blk.qs, false), sc, off);
+            fma4(s, k0, [&a[0], &b[0], &c[0], &d[0]], &mut acc);
+            let k1 = s.fma(s.nib(&blk.qs, true), sc, off);
+            fma4(s, k1, [&a[1], &b[1], &c[1], &d[1]], &mut acc);
+        }
+        acc
     }
 }
 
@@ -622,21 +697,21 @@ fn rows_score<S: Simd>(
     kf: &mut [f32],
     decode: impl Rows<S>,
 ) {
-    for j in a..b {
-        if rows == 4 {
-            // Decode: the GQA group's 4 rows share each widened chunk in registers.
-            let mut acc = [s.zero(); 4];
-            for c in (0..d).step_by(L) {
-                let kv = decode.row(s, j, c);
-                for (i, v) in acc.iter_mut().enumerate() {
-                    *v = s.fma(kv, s.load(&qr[i * d + c..]), *v);
-                }
-            }
+    if rows == 4 {
+        // Decode: the GQA group's 4 rows share each widened chunk in registers.
+        let (qc, _) = qr[..4 * d].as_chunks::<L>();
+        let (q01, q23) = qc.split_at(2 * d / L);
+        let (q0, q1) = q01.split_at(d / L);
+        let (q2, q3) = q23.split_at(d / L);
+        for j in a..b {
+            let acc = decode.dot4(s, j, [q0, q1, q2, q3]);
             for (i, v) in s.sum4(acc).into_iter().enumerate() {
                 sc[i * KB + j - a] = v;
             }
-            continue;
         }
+        return;
+    }
+    for j in a..b {
         for c in (0..d).step_by(L) {
             s.store(&mut kf[c..], decode.row(s, j, c));
         }
@@ -944,6 +1019,26 @@ fn merge(
                 if x > f32::NEG_INFINITY {
                     *o += (x - mx).exp() / l;
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::h2f;
+    use half::f16;
+
+    #[test]
+    fn h2f_equals_half_on_every_finite_value() {
+        for bits in 0..=u16::MAX {
+            let h = f16::from_bits(bits);
+            if h.is_finite() {
+                assert_eq!(
+                    h2f(h).to_bits(),
+                    h.to_f32().to_bits(),
+                    "f16 bits {bits:#06x}"
+                );
             }
         }
     }
