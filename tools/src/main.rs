@@ -112,7 +112,9 @@ struct BenchArgs {
     /// Compare with a peer (repeatable): ggml=../shared/peers/ggml-perf.sh for ggml's CPU
     /// backend (run as `PATH matmul cpu`, `PATH attention cpu`) and
     /// ggml-vulkan=../shared/peers/ggml-perf.sh for its Vulkan backend (`PATH matmul vulkan`,
-    /// compared with wattle's Vulkan rows).
+    /// compared with wattle's Vulkan rows); candle=../shared/peers/candle-perf.sh for candle's
+    /// quantized matmul (run as `PATH --n 1,512`, matmul only). A row measured by several
+    /// peers shows the first; the others go into the notes.
     #[arg(long, value_name = "NAME=PATH")]
     peer: Vec<PeerSpec>,
     /// Small shapes, fewer repetitions, quicker probes: a smoke run for CI.

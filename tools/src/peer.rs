@@ -1,9 +1,13 @@
-//! Peers: other libraries run on the same shapes (`--peer ggml=PATH`).
+//! Peers: other libraries run on the same shapes (`--peer ggml=PATH`, `--peer candle=PATH`).
 //!
-//! A peer is a script such as `shared/peers/ggml-perf.sh`, run as `PATH matmul cpu`, printing one
-//! line per case:
+//! ggml's peer is a script such as `shared/peers/ggml-perf.sh`, run as `PATH matmul cpu`, printing
+//! one line per case:
 //! `MUL_MAT type_a=f32,type_b=f32,m=4096,n=1,k=14336 2870.53 us 81.8 GB/s`.
 //! ggml's `m` is the number of weight rows and `n` the batch, so its (m, n, k) is our (n, m, k).
+//!
+//! candle's peer is `shared/peers/candle-perf.sh`, run as `PATH --n 1,512` with `THREADS` set,
+//! which multiplies 4096×14336 weights by 1 and 512 rows and prints
+//! `candle q4_K                n=1          812.4 us (min …) …` per case.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -26,10 +30,11 @@ impl FromStr for PeerSpec {
             format!("`{s}`: expected NAME=PATH, e.g. ggml=../shared/peers/ggml-perf.sh")
         })?;
         let name = name.trim().to_ascii_lowercase();
-        if name != "ggml" && name != "ggml-vulkan" {
+        if !matches!(name.as_str(), "ggml" | "ggml-vulkan" | "candle") {
             return Err(format!(
-                "unknown peer `{name}` (known: ggml for its CPU backend, ggml-vulkan for its \
-                 Vulkan backend, run through a script like shared/peers/ggml-perf.sh)"
+                "unknown peer `{name}` (known: ggml for its CPU backend and ggml-vulkan for its \
+                 Vulkan backend, run through a script like shared/peers/ggml-perf.sh; candle, \
+                 run through shared/peers/candle-perf.sh)"
             ));
         }
         if path.trim().is_empty() {
@@ -51,6 +56,16 @@ impl PeerSpec {
         } else {
             "cpu"
         }
+    }
+
+    /// Whether this is candle's matmul-only peer (no attention or scan figures).
+    pub fn is_candle(&self) -> bool {
+        self.name == "candle"
+    }
+
+    /// Whether the peer also runs attention and scan figures (ggml's script does, candle's not).
+    pub fn has_attention(&self) -> bool {
+        !self.is_candle()
     }
 }
 
@@ -108,9 +123,47 @@ pub fn parse_output(out: &str) -> Vec<PeerFigure> {
     out.lines().filter_map(parse_line).collect()
 }
 
+/// The weight rows and reduction length of every case of candle's peer (`OUT`, `IN`).
+pub const CANDLE_SHAPE: (usize, usize) = (4096, 14336);
+
+/// Parses one line of candle's peer (`candle q4_K  n=512  123.4 us …`); `None` for other lines,
+/// for its gemm-crate lines and for `f16(dequant->f32)`, which is an f32 matmul on f16-rounded
+/// weights. `f16-native` (f16 weights, f16 matmul) is its F16 figure.
+pub fn parse_candle_line(line: &str) -> Option<PeerFigure> {
+    let mut tok = line.split_whitespace();
+    if tok.next()? != "candle" {
+        return None;
+    }
+    let dtype = match tok.next()? {
+        "f16-native" => DType::F16,
+        "bf16-native" => DType::BF16,
+        "f16(dequant->f32)" => return None,
+        other => other.parse().ok()?,
+    };
+    let m: usize = tok.next()?.strip_prefix("n=")?.parse().ok()?;
+    let us: f64 = tok.next()?.parse().ok()?;
+    if tok.next()? != "us" || !us.is_finite() || us <= 0.0 || m == 0 {
+        return None;
+    }
+    let (n, k) = CANDLE_SHAPE;
+    Some(PeerFigure { dtype, m, n, k, us })
+}
+
 /// Runs the peer's matmul cases on its backend with `threads` CPU threads
-/// (`OMP_NUM_THREADS`). On failure the error holds the exit status and the peer's stderr.
+/// (`OMP_NUM_THREADS`; `THREADS` for candle, which runs batches 1 and 512). On failure the error
+/// holds the exit status and the peer's stderr.
 pub fn run(spec: &PeerSpec, threads: usize) -> Result<Vec<PeerFigure>, String> {
+    if spec.is_candle() {
+        let stdout = run_command(spec, &["--n", "1,512"], threads)?;
+        let figs: Vec<PeerFigure> = stdout.lines().filter_map(parse_candle_line).collect();
+        if figs.is_empty() {
+            return Err(format!(
+                "`{} --n 1,512` printed no `candle …` figures",
+                spec.path.display()
+            ));
+        }
+        return Ok(figs);
+    }
     let stdout = run_script(spec, "matmul", threads)?;
     let figs = parse_output(&stdout);
     if figs.is_empty() {
@@ -126,18 +179,25 @@ pub fn run(spec: &PeerSpec, threads: usize) -> Result<Vec<PeerFigure>, String> {
 /// Runs `PATH WHAT BACKEND` with `threads` threads (`OMP_NUM_THREADS`) and returns its stdout;
 /// on failure the error holds the exit status and the peer's stderr.
 pub fn run_script(spec: &PeerSpec, what: &str, threads: usize) -> Result<String, String> {
-    let backend = spec.backend();
+    run_command(spec, &[what, spec.backend()], threads)
+}
+
+/// Runs `PATH ARGS…` with `threads` threads (`OMP_NUM_THREADS` and `THREADS`) and returns its
+/// stdout; on failure the error holds the exit status and the peer's stderr.
+fn run_command(spec: &PeerSpec, args: &[&str], threads: usize) -> Result<String, String> {
     let out = Command::new(&spec.path)
-        .args([what, backend])
+        .args(args)
         .env("OMP_NUM_THREADS", threads.to_string())
+        .env("THREADS", threads.to_string())
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run `{}`: {e}", spec.path.display()))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         return Err(format!(
-            "`{} {what} {backend}` failed ({}){}",
+            "`{} {}` failed ({}){}",
             spec.path.display(),
+            args.join(" "),
             out.status,
             if stderr.trim().is_empty() {
                 String::new()
@@ -295,6 +355,52 @@ some warning line
         ] {
             assert_eq!(parse_line(l), None, "{l:?}");
         }
+    }
+
+    #[test]
+    fn candle_lines_map_to_wattle_shapes() {
+        let out = "\
+# peer-candle: candle-core 0.11.1, gemm 0.19.0 (see Cargo.lock)
+candle f32                 n=1         2771.2 us (min     2702.0 p90     2899.1)    42.4 GOPS  cpu/wall 1.98  reps  30  nmse 0.00e0
+candle f16(dequant->f32)   n=1         2800.0 us (min     2702.0 p90     2899.1)    42.4 GOPS  cpu/wall 1.98  reps  30  nmse 1.00e-7
+candle f16-native          n=512     400000.5 us (min   390000.0 p90   410000.0)   150.3 GOPS  cpu/wall 1.99  reps   5  nmse 1.00e-7
+candle q4_K                n=1          812.4 us (min      800.0 p90      830.0)   144.6 GOPS  cpu/wall 1.97  reps  30  nmse 2.10e-3
+gemm f32 NT (x·Wᵀ) thr=2   n=512     300000.0 us (min   290000.0 p90   310000.0)   200.0 GOPS  cpu/wall 1.99  reps   5  nmse 0.00e0
+candle q9_9                n=1          812.4 us (min      800.0 p90      830.0)   144.6 GOPS
+candle q8_0                n=x          812.4 us
+candle q8_0                n=1          nan us
+";
+        let figs: Vec<PeerFigure> = out.lines().filter_map(parse_candle_line).collect();
+        assert_eq!(figs.len(), 3, "{figs:?}");
+        assert_eq!(lookup(&figs, DType::F32, 1, 4096, 14336), Some(2771.2));
+        assert_eq!(lookup(&figs, DType::F16, 512, 4096, 14336), Some(400000.5));
+        assert_eq!(lookup(&figs, DType::Q4_K, 1, 4096, 14336), Some(812.4));
+        assert_eq!(lookup(&figs, DType::F16, 1, 4096, 14336), None);
+    }
+
+    #[test]
+    fn candle_peer_runs_with_batches_and_threads() {
+        let dir = std::env::temp_dir().join(format!("wattle-candle-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("candle.sh");
+        // Echoes its arguments and thread count into the figure line it prints.
+        std::fs::write(
+            &script,
+            "#!/bin/sh\n[ \"$1 $2\" = \"--n 1,512\" ] || exit 3\n\
+             echo \"candle q8_0 n=512 $THREADS.5 us (min 1 p90 1)\"\n",
+        )
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let spec: PeerSpec = format!("candle={}", script.display()).parse().unwrap();
+            assert!(spec.is_candle() && !spec.has_attention());
+            assert_eq!(spec.backend(), "cpu");
+            let figs = run(&spec, 7).unwrap();
+            assert_eq!(lookup(&figs, DType::Q8_0, 512, 4096, 14336), Some(7.5));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -228,7 +228,11 @@ pub fn softmax_cases(quick: bool) -> Vec<AttnCase> {
 pub fn steps(cfg: &BenchConfig) -> usize {
     cases(cfg.quick).len()
         + softmax_cases(cfg.quick).len()
-        + cfg.peer.iter().filter(|p| p.backend() == "cpu").count()
+        + cfg
+            .peer
+            .iter()
+            .filter(|p| p.backend() == "cpu" && p.has_attention())
+            .count()
 }
 
 /// The inputs of one linear case (the same data serves both forms).
@@ -452,7 +456,11 @@ pub fn run(
         &rows[first..lin_rows],
         &rows[lin_rows..],
     ));
-    for spec in cfg.peer.iter().filter(|p| p.backend() == "cpu") {
+    for spec in cfg
+        .peer
+        .iter()
+        .filter(|p| p.backend() == "cpu" && p.has_attention())
+    {
         progress.start(format!("peer {} ssm ({})", spec.name, spec.path.display()));
         notes.push(peer_note(spec, &rows[first..lin_rows]));
         progress.inc();

@@ -727,7 +727,8 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
         + lin_figures
         + kv_figures
         + if cfg.no_roofline { 0 } else { devices.len() }
-        + cfg.peer.len() * (usize::from(matmul) + usize::from(attn));
+        + cfg.peer.len() * usize::from(matmul)
+        + cfg.peer.iter().filter(|p| p.has_attention()).count() * usize::from(attn);
     let with_model = cfg.suites.contains(&Suite::Model);
     let model_figures = if with_model {
         devices.len() * model::cases(cfg.quick).len()
@@ -825,7 +826,7 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
         progress.start(format!("peer {} ({})", spec.name, spec.path.display()));
         match peer::run(spec, system.kernel_threads) {
             Ok(figs) => {
-                let matched = attach_peer(&mut rows, spec, &figs);
+                let matched = attach_peer(&mut rows, spec, &figs, &mut notes);
                 if matched == 0 {
                     notes.push(format!(
                         "peer {}: no figure matches these shapes (it runs {}×{} with batches {:?}; \
@@ -844,7 +845,7 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
         }
         progress.inc();
     }
-    for spec in cfg.peer.iter().filter(|_| attn) {
+    for spec in cfg.peer.iter().filter(|p| attn && p.has_attention()) {
         progress.start(format!(
             "peer {} attention ({})",
             spec.name,
@@ -882,8 +883,14 @@ pub fn run(rt: &Runtime, devices: &[Device], cfg: &BenchConfig) -> Report {
 }
 
 /// Fills the peer columns of the hot matmul rows of the peer's backend that it measured;
-/// returns how many matched.
-pub fn attach_peer(rows: &mut [Row], spec: &PeerSpec, figs: &[PeerFigure]) -> usize {
+/// returns how many matched. A row already holding an earlier peer's figure keeps it, and this
+/// peer's figure and ratio go into `notes` instead, so nothing measured is lost.
+pub fn attach_peer(
+    rows: &mut [Row],
+    spec: &PeerSpec,
+    figs: &[PeerFigure],
+    notes: &mut Vec<String>,
+) -> usize {
     let name = &spec.name;
     let mut matched = 0;
     for r in rows
@@ -894,10 +901,23 @@ pub fn attach_peer(rows: &mut [Row], spec: &PeerSpec, figs: &[PeerFigure]) -> us
             continue;
         };
         if let Some(us) = peer::lookup(figs, dtype, r.m, r.n, r.k) {
+            matched += 1;
+            if let Some(first) = &r.peer {
+                notes.push(format!(
+                    "peer {name} on {} {} m={} n={} k={}: {us:.1} µs, peer/ours {:.2} (the table \
+                     shows {first})",
+                    r.device,
+                    r.dtype,
+                    r.m,
+                    r.n,
+                    r.k,
+                    us / r.time.median_us
+                ));
+                continue;
+            }
             r.peer = Some(name.to_string());
             r.peer_us = Some(us);
             r.peer_ratio = Some(us / r.time.median_us);
-            matched += 1;
         }
     }
     matched
@@ -1316,6 +1336,59 @@ mod tests {
         assert_eq!(r.bandwidth_for(Mode::Hot, 1000), Some(300.0));
         assert_eq!(r.bandwidth_for(Mode::Cold, 1000), Some(80.0));
         assert_eq!(r.bandwidth_for(Mode::Hot, 2000), Some(80.0));
+    }
+
+    #[test]
+    fn a_second_peer_goes_to_the_notes_without_overwriting_the_first() {
+        let row = |dtype: &str, m: usize| Row {
+            device: "cpu (x)".into(),
+            device_kind: "cpu".into(),
+            op: "matmul".into(),
+            phase: if m == 1 { "decode" } else { "prefill" }.into(),
+            dtype: dtype.into(),
+            m,
+            n: 4096,
+            k: 14336,
+            mode: Mode::Hot,
+            copies: 1,
+            shape_note: None,
+            case: None,
+            time: Summary::from_seconds(&[1e-3; 5]).unwrap(),
+            bytes: 1,
+            gb_per_s: 1.0,
+            gops: 1.0,
+            roofline_gb_per_s: None,
+            roofline_pct: None,
+            bound: None,
+            peer: None,
+            peer_us: None,
+            peer_ratio: None,
+            energy: None,
+        };
+        let mut rows = vec![row("q4_0", 1), row("q4_K", 512)];
+        let fig = |dtype: DType, m: usize, us: f64| PeerFigure {
+            dtype,
+            m,
+            n: 4096,
+            k: 14336,
+            us,
+        };
+        let ggml: PeerSpec = "ggml=/x/ggml-perf.sh".parse().unwrap();
+        let candle: PeerSpec = "candle=/x/candle-perf.sh".parse().unwrap();
+        let mut notes = vec![];
+        let n = attach_peer(&mut rows, &ggml, &[fig(DType::Q4_0, 1, 1500.0)], &mut notes);
+        assert_eq!((n, notes.len()), (1, 0));
+        let figs = [fig(DType::Q4_0, 1, 2000.0), fig(DType::Q4_K, 512, 3000.0)];
+        let n = attach_peer(&mut rows, &candle, &figs, &mut notes);
+        assert_eq!(n, 2);
+        assert_eq!(rows[0].peer.as_deref(), Some("ggml"));
+        assert_eq!(rows[0].peer_us, Some(1500.0));
+        assert!((rows[0].peer_ratio.unwrap() - 1.5).abs() < 1e-9);
+        assert_eq!(rows[1].peer.as_deref(), Some("candle"));
+        assert!((rows[1].peer_ratio.unwrap() - 3.0).abs() < 1e-9);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("peer candle") && notes[0].contains("peer/ours 2.00"));
+        assert!(notes[0].contains("q4_0 m=1") && notes[0].contains("shows ggml"));
     }
 
     #[test]
