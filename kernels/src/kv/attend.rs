@@ -764,12 +764,13 @@ fn kivi_score<S: Simd>(
     for r in 0..rows {
         let q = &qr[r * d..(r + 1) * d];
         let qs = &mut scr.qs[r * d..(r + 1) * d];
-        let mut corr = 0.0;
-        for c in 0..d {
-            qs[c] = q[c] * h2f(scale[c]);
-            corr += q[c] * h2f(min[c]);
+        let mut corr = s.zero();
+        for c in (0..d).step_by(L) {
+            let qv = s.load(&q[c..]);
+            s.store(&mut qs[c..], s.fma(qv, s.f16(&scale[c..]), s.zero()));
+            corr = s.fma(qv, s.f16(&min[c..]), corr);
         }
-        scr.corr[r] = corr;
+        scr.corr[r] = s.sum(corr);
     }
     let step = L * bits as usize / 8;
     let mut tmp = [0f32; L];
