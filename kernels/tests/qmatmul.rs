@@ -131,6 +131,10 @@ impl Case {
     fn new(rng: &mut Rng, d: DType, m: usize, n: usize, k: usize) -> Case {
         let w = rng.data(n, k);
         let x = rng.data(m, k);
+        Case::from_data(d, w, x, m, n, k)
+    }
+
+    fn from_data(d: DType, w: Vec<f32>, x: Vec<f32>, m: usize, n: usize, k: usize) -> Case {
         let mut wb = vec![0u8; n * k / block_of(d) * d.block_bytes()];
         quant::quantize(d, &w, &mut wb).expect("quantize");
         let yref = reference_y(d, &x, &wb, m, n, k);
@@ -228,6 +232,41 @@ fn awkward_shapes_every_path_format_and_thread_count() {
                             case.check(path, pool, &packed);
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Codes at the ends of their range against activations at ±1 (Q8_K codes of −128, Q8_0 of
+/// ±127): the largest partial sums any kernel accumulates, e.g. AVX2's i16 pair lanes.
+#[test]
+fn extreme_codes_and_activations() {
+    let pools = pools();
+    let paths = paths();
+    for d in FORMATS {
+        let (n, k) = (35, 4 * 256);
+        // Even rows: +1 then 15 × −0.97 per 16 (top codes of symmetric formats); odd rows the
+        // negation (top codes of min-offset formats).
+        let w: Vec<f32> = (0..n * k)
+            .map(|e| {
+                let v = if e % 16 == 0 { 1.0 } else { -0.97 };
+                if (e / k) % 2 == 0 {
+                    v
+                } else {
+                    -v
+                }
+            })
+            .collect();
+        for m in [1, 3, 8] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|e| if (e / k) % 3 == 1 { 1.0 } else { -1.0 })
+                .collect();
+            let case = Case::from_data(d, w.clone(), x, m, n, k);
+            let packed = PackedWeights::new(&pools[0], d, &case.wb, n, k).expect("pack");
+            for &path in &paths {
+                for pool in &pools {
+                    case.check(path, pool, &packed);
                 }
             }
         }
